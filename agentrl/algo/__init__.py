@@ -1,0 +1,1 @@
+"""Pure algorithm maths: no I/O, no scheduling."""

@@ -1,0 +1,1 @@
+"""Episodes, the rollout scheduler and the virtual clock."""

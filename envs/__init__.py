@@ -1,0 +1,1 @@
+"""Gymnasium tool-use environments (installed as `agentrl.envs`)."""
