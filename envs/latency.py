@@ -205,7 +205,7 @@ def from_spec(spec: LatencyModel | Mapping[str, Any] | float | int | None) -> La
     Accepts a number (constant), None, a model, or a mapping with `kind` in
     constant | uniform | lognormal | pareto | mixture | straggler | empirical.
     """
-    if spec is None or isinstance(spec, LatencyModel) and not isinstance(spec, Mapping):
+    if spec is None or (isinstance(spec, LatencyModel) and not isinstance(spec, Mapping)):
         return spec  # type: ignore[return-value]
     if isinstance(spec, int | float):
         return Constant(float(spec))

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -88,10 +89,8 @@ def parse_action(text: str, max_calls: int = 8) -> ParsedAction:
             continue
         args = obj.get("arguments", {})
         if isinstance(args, str):  # some models emit arguments as a JSON string
-            try:
+            with contextlib.suppress(json.JSONDecodeError):
                 args = json.loads(args)
-            except json.JSONDecodeError:
-                pass
         if not isinstance(args, dict):
             out.errors.append(f'tool call {i + 1} ("{obj["name"]}"): "arguments" must be a JSON object')
             continue
