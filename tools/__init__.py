@@ -1,4 +1,13 @@
-"""Tools an agent can call (installed as `agentrl.tools`)."""
+"""Tools an agent can call (installed as `agentrl.tools`).
+
+The concrete tools load lazily on first access, so importing the contract (`agentrl.tools.base`)
+does not pull in bm25s/scipy or httpx.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from agentrl.tools.base import (
     ParsedAction,
@@ -12,8 +21,37 @@ from agentrl.tools.base import (
     parse_action,
 )
 
+if TYPE_CHECKING:
+    from agentrl.tools.calculator import CalculatorTool
+    from agentrl.tools.http import HttpTool
+    from agentrl.tools.python_sandbox import PythonTool, SandboxLimits
+    from agentrl.tools.search import Document, SearchTool
+
+_LAZY = {
+    "CalculatorTool": "agentrl.tools.calculator",
+    "Document": "agentrl.tools.search",
+    "SearchTool": "agentrl.tools.search",
+    "PythonTool": "agentrl.tools.python_sandbox",
+    "SandboxLimits": "agentrl.tools.python_sandbox",
+    "HttpTool": "agentrl.tools.http",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
+
 __all__ = [
+    "CalculatorTool",
+    "Document",
+    "HttpTool",
     "ParsedAction",
+    "PythonTool",
+    "SandboxLimits",
+    "SearchTool",
     "Tool",
     "ToolBox",
     "ToolCall",

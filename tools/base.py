@@ -112,6 +112,14 @@ _JSON_TYPES: dict[str, tuple[type, ...]] = {
 }
 
 
+def _is_json_type(value: Any, name: str) -> bool:
+    if name == "null":
+        return value is None
+    if isinstance(value, bool) and name in ("integer", "number"):
+        return False  # bool is an int subclass in Python, but not a number in JSON
+    return isinstance(value, _JSON_TYPES.get(name, (object,)))
+
+
 def validate_arguments(schema: Mapping[str, Any], arguments: Mapping[str, Any]) -> None:
     """Check arguments against a flat JSON-schema object (the subset tool schemas use)."""
     props: Mapping[str, Any] = schema.get("properties", {})
@@ -128,10 +136,10 @@ def validate_arguments(schema: Mapping[str, Any], arguments: Mapping[str, Any]) 
         spec = props.get(key)
         if not spec or "type" not in spec:
             continue
-        types = _JSON_TYPES.get(spec["type"], (object,))
-        is_bool = isinstance(value, bool)
-        if not isinstance(value, types) or (is_bool and spec["type"] in ("integer", "number")):
-            raise ToolError(f"argument {key!r} must be of type {spec['type']}, got {type(value).__name__}")
+        names = spec["type"] if isinstance(spec["type"], list) else [spec["type"]]  # e.g. ["string", "null"]
+        if not any(_is_json_type(value, t) for t in names):
+            shown = " or ".join(names)
+            raise ToolError(f"argument {key!r} must be of type {shown}, got {type(value).__name__}")
         if "enum" in spec and value not in spec["enum"]:
             raise ToolError(f"argument {key!r} must be one of {spec['enum']}, got {value!r}")
         if isinstance(value, str) and "maxLength" in spec and len(value) > spec["maxLength"]:
@@ -196,16 +204,20 @@ class Tool(abc.ABC):
             return ToolResult(self.name, content, kind is None, kind, time.perf_counter() - start)
 
         try:
+            if not isinstance(arguments, Mapping):
+                raise ToolError(f"arguments must be a JSON object, got {type(arguments).__name__}")
             validate_arguments(self.parameters, arguments)
         except ToolError as e:
             return result(f"Error: bad arguments for {self.name}: {e}", "bad_arguments")
         sem, throttler = self._loop_limits()
         try:
-            async with asyncio.timeout(self.timeout), sem:
+            # the deadline starts once the call may run: time spent queued behind the concurrency cap
+            # or the rate limit is not the tool's slowness (every holder is itself bounded)
+            async with sem:
                 if throttler is not None:
-                    async with throttler:
-                        return result(await self.run(**arguments))
-                return result(await self.run(**arguments))
+                    await throttler.acquire()
+                async with asyncio.timeout(self.timeout):
+                    return result(await self.run(**arguments))
         except TimeoutError:
             return result(f"Error: {self.name} timed out after {self.timeout:g} s", "timeout")
         except ToolError as e:
