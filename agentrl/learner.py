@@ -1,0 +1,502 @@
+"""The PPO-clip learner: one update over a batch of Trajectories with per-trajectory advantages.
+
+The trajectory's sampling log-probs are π_old; the loss only sees tokens the model sampled
+(`loss_mask == 1`). A batch is split into mini-batches (one optimizer step each) and each
+mini-batch into micro-batches whose gradients accumulate, so peak memory is set by
+`micro_batch_size`, not by the batch.
+
+After the update the learner measures the mean per-token KL between the reference policy and the
+updated one with the k3 estimator (see `agentrl.algo.loss.kl_k3`); the `odometer` divergence
+estimator sums these figures.
+
+Distributed use: pass a `process_group`. Token and sequence counts, the skip decision and the
+reported statistics are all-reduced, so every rank normalises by the global mini-batch and steps
+(or skips) together. Gradients are synchronised by a DDP/FSDP wrapper if the model has one,
+otherwise by the learner itself. Nothing here is module-level state.
+
+The learner does not switch the model between train and eval mode: as usual in RL fine-tuning,
+build the policy with dropout 0 so that log-probs are deterministic and ratios mean something.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from agentrl.algo.loss import (
+    Aggregation,
+    ClipConfig,
+    aggregate,
+    entropy_from_logits,
+    kl_k3,
+    ppo_clip_token_losses,
+    token_logprobs,
+)
+from agentrl.types import Trajectory
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class OptimizerConfig:
+    """AdamW with decoupled weight decay on matrices only, global grad-norm clipping, optional warmup."""
+
+    lr: float = 1e-6
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float | None = 1.0
+    scheduler: Literal["constant", "warmup"] = "constant"
+    warmup_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.scheduler not in ("constant", "warmup"):
+            raise ValueError(f"scheduler must be 'constant' or 'warmup', got {self.scheduler!r}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.grad_clip is not None and not self.grad_clip > 0:
+            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
+
+
+@dataclass(slots=True)
+class LossConfig:
+    """PPO-clip settings; defaults are the paper's (clip-higher 0.2/0.28, dual-clip 10, token-mean)."""
+
+    clip_low: float = 0.2
+    clip_high: float = 0.28
+    dual_clip: float | None = 10.0
+    aggregation: Aggregation = "token-mean"
+    num_minibatches: int = 1
+    micro_batch_size: int = 8
+    epochs: int = 1
+    temperature: float = 1.0
+    entropy_coef: float = 0.0
+    kl_coef: float = 0.0  # k3 penalty towards π_old; 0 = the paper's "no KL term"
+    measure_kl: bool = True
+    # "sampling": KL(π_sampling ‖ π_new); "pre_update": KL(π_before_this_update ‖ π_new), which
+    # excludes staleness and sampler/trainer mismatch (an extra forward pass unless one mini-batch).
+    kl_reference: Literal["sampling", "pre_update"] = "sampling"
+    # Measure the post-update KL on at most this many evenly spaced trajectories (None: all); the
+    # KL pass is an extra forward, so large batches can estimate it from a subset.
+    kl_max_sequences: int | None = None
+    grad_sync: Literal["auto", "wrapper", "learner"] = "auto"
+
+    def __post_init__(self) -> None:
+        ClipConfig(self.clip_low, self.clip_high, self.dual_clip)  # validates
+        if self.aggregation not in ("token-mean", "seq-mean"):
+            raise ValueError(f"aggregation must be 'token-mean' or 'seq-mean', got {self.aggregation!r}")
+        for name in ("num_minibatches", "micro_batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {self.temperature}")
+        if self.kl_max_sequences is not None and self.kl_max_sequences < 1:
+            raise ValueError(f"kl_max_sequences must be >= 1 or None, got {self.kl_max_sequences}")
+        if self.kl_reference not in ("sampling", "pre_update"):
+            raise ValueError(f"kl_reference must be 'sampling' or 'pre_update', got {self.kl_reference!r}")
+
+    @property
+    def clip(self) -> ClipConfig:
+        return ClipConfig(self.clip_low, self.clip_high, self.dual_clip)
+
+
+@dataclass(slots=True)
+class UpdateStats:
+    """What one `Learner.update` did. `kl` is NaN when not measured."""
+
+    loss: float = 0.0
+    kl: float = math.nan
+    kl_pre: float = 0.0  # KL(π_old ‖ policy at loss time), averaged over the update's forwards
+    clip_frac: float = 0.0
+    ratio_mean: float = 1.0
+    entropy: float = 0.0
+    grad_norm: float = 0.0
+    optimizer_steps: int = 0
+    skipped_steps: int = 0
+    sequences: int = 0
+    tokens: int = 0  # non-padding tokens in the batch
+    model_tokens: int = 0  # tokens in the loss (loss_mask == 1)
+    seconds: float = 0.0
+    tokens_per_s: float = 0.0  # tokens × epochs / seconds, the KL pass included
+    lr: float = 0.0
+    version: int = 0
+    kl_reference: str = "sampling"
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _forward_logits(
+    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
+) -> torch.Tensor:
+    out = model(input_ids=input_ids, attention_mask=attention_mask)
+    logits = out.logits if hasattr(out, "logits") else out
+    if not isinstance(logits, torch.Tensor):
+        raise TypeError(f"model output has no logits tensor: {type(out).__name__}")
+    return logits
+
+
+@dataclass(slots=True)
+class _Padded:
+    input_ids: torch.Tensor  # [B, T]
+    attention_mask: torch.Tensor  # [B, T]
+    loss_mask: torch.Tensor  # [B, T-1], for predicted tokens 1..T-1
+    old_logprobs: torch.Tensor  # [B, T-1]
+    advantages: torch.Tensor  # [B, 1]
+
+
+def _pad(trajs: Sequence[Trajectory], advantages: np.ndarray, device: torch.device, pad_id: int) -> _Padded:
+    """Right-pad a micro-batch; targets are tokens 1..T−1 (token 0 has no context to score it)."""
+    b = len(trajs)
+    t = max(len(x.token_ids) for x in trajs)
+    ids = torch.full((b, t), pad_id, dtype=torch.long)
+    att = torch.zeros((b, t), dtype=torch.long)
+    lmask = torch.zeros((b, t), dtype=torch.float32)
+    old = torch.zeros((b, t), dtype=torch.float32)
+    for i, x in enumerate(trajs):
+        n = len(x.token_ids)
+        ids[i, :n] = torch.as_tensor(x.token_ids, dtype=torch.long)
+        att[i, :n] = 1
+        lmask[i, :n] = torch.as_tensor(x.loss_mask, dtype=torch.float32)
+        old[i, :n] = torch.as_tensor(x.logprobs, dtype=torch.float32)
+    adv = torch.as_tensor(np.asarray(advantages, dtype=np.float32)).view(b, 1)
+    return _Padded(
+        ids.to(device), att.to(device), lmask[:, 1:].to(device), old[:, 1:].to(device), adv.to(device)
+    )
+
+
+def _model_device(model: torch.nn.Module) -> torch.device:
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+@torch.no_grad()
+def compute_logprobs(
+    model: torch.nn.Module,
+    trajectories: Sequence[Trajectory],
+    *,
+    micro_batch_size: int = 8,
+    temperature: float = 1.0,
+    device: torch.device | str | None = None,
+    pad_id: int = 0,
+) -> list[np.ndarray]:
+    """Re-score trajectories: per trajectory, `log π(token_t | tokens_<t)` for every t (float32).
+
+    Entry 0 is 0.0 (no context); entries are given on every token, masked or not, so callers pick
+    the ones they need (compare with `Trajectory.logprobs` on `loss_mask == 1`).
+    """
+    dev = torch.device(device) if device is not None else _model_device(model)
+    out: list[np.ndarray] = []
+    for s in range(0, len(trajectories), micro_batch_size):
+        chunk = trajectories[s : s + micro_batch_size]
+        if any(len(x.token_ids) == 0 for x in chunk):
+            raise ValueError("cannot score an empty trajectory")
+        p = _pad(chunk, np.zeros(len(chunk)), dev, pad_id)
+        logits = _forward_logits(model, p.input_ids, p.attention_mask)[:, :-1]
+        lp = token_logprobs(logits, p.input_ids[:, 1:], temperature).float().cpu().numpy()
+        for i, x in enumerate(chunk):
+            row = np.zeros(len(x.token_ids), dtype=np.float32)
+            row[1:] = lp[i, : len(x.token_ids) - 1]
+            out.append(row)
+    return out
+
+
+def _is_wrapped(model: torch.nn.Module) -> bool:
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel):
+        return True
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        if isinstance(model, FullyShardedDataParallel):
+            return True
+    except ImportError:  # pragma: no cover - builds without FSDP
+        pass
+    try:
+        from torch.distributed.fsdp import FSDPModule
+
+        return isinstance(model, FSDPModule)
+    except ImportError:  # pragma: no cover
+        return False
+
+
+class Learner:
+    """PPO-clip updates of `model` (a causal LM returning `.logits`) from Trajectories.
+
+    Args:
+        model: the policy, already on `device` (and wrapped in DDP/FSDP if distributed).
+        optimizer_config, loss_config: see the dataclasses; dicts are accepted too.
+        device: where batches go; defaults to the model's parameter device.
+        process_group: a torch.distributed group for multi-rank training, else None.
+        pad_id: the id written into padding (never scored; any valid id works).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer_config: OptimizerConfig | dict[str, Any] | None = None,
+        loss_config: LossConfig | dict[str, Any] | None = None,
+        device: torch.device | str | None = None,
+        process_group: Any | None = None,
+        pad_id: int = 0,
+    ) -> None:
+        if isinstance(optimizer_config, dict):
+            optimizer_config = OptimizerConfig(**optimizer_config)
+        if isinstance(loss_config, dict):
+            loss_config = LossConfig(**loss_config)
+        self.model = model
+        self.opt_cfg = optimizer_config or OptimizerConfig()
+        self.loss_cfg = loss_config or LossConfig()
+        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.process_group = process_group
+        self.pad_id = int(pad_id)
+        self.version = 0
+        self.total_steps = 0
+        self.total_skipped = 0
+        decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
+        no_decay = [p for p in model.parameters() if p.requires_grad and p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": self.opt_cfg.weight_decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        self.optimizer = torch.optim.AdamW(
+            groups, lr=self.opt_cfg.lr, betas=self.opt_cfg.betas, eps=self.opt_cfg.eps
+        )
+        warm = self.opt_cfg.warmup_steps if self.opt_cfg.scheduler == "warmup" else 0
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: min(1.0, (step + 1) / warm) if warm > 0 else 1.0
+        )
+        mode = self.loss_cfg.grad_sync
+        self._wrapper_syncs = mode == "wrapper" or (mode == "auto" and _is_wrapped(model))
+
+    # ------------------------------------------------------------------ distributed helpers
+
+    @property
+    def world_size(self) -> int:
+        return dist.get_world_size(self.process_group) if self.process_group is not None else 1
+
+    def _all_reduce(self, values: list[float], op: Any = None) -> list[float]:
+        if self.process_group is None:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t, op=op or dist.ReduceOp.SUM, group=self.process_group)
+        return t.tolist()
+
+    def _sync_grads(self) -> None:
+        if self.process_group is None or self._wrapper_syncs:
+            return
+        for p in self.model.parameters():
+            if p.grad is not None:
+                dist.all_reduce(p.grad, group=self.process_group)
+
+    # ------------------------------------------------------------------ the update
+
+    def _validate(self, trajs: Sequence[Trajectory], advantages: np.ndarray) -> None:
+        if advantages.shape != (len(trajs),):
+            raise ValueError(f"need one advantage per trajectory: {advantages.shape} for {len(trajs)}")
+        if not np.all(np.isfinite(advantages)):
+            raise ValueError("advantages must be finite")
+        for x in trajs:
+            if len(x.token_ids) == 0:
+                raise ValueError(f"trajectory {x.prompt_id!r} (episode {x.episode_id}) is empty")
+            if x.loss_mask[0]:
+                raise ValueError(
+                    f"trajectory {x.prompt_id!r}: loss_mask[0] is 1, but the first token has no "
+                    "context to score it; trajectories must start with prompt tokens"
+                )
+
+    def _minibatches(self, n: int) -> list[np.ndarray]:
+        k = min(self.loss_cfg.num_minibatches, max(n, 1))
+        return [c for c in np.array_split(np.arange(n), k) if c.size]
+
+    def score(self, trajs: Sequence[Trajectory]) -> list[np.ndarray]:
+        """The current policy's per-token log-probs (see `compute_logprobs`); a replay `score_fn`."""
+        return compute_logprobs(
+            self.model,
+            trajs,
+            micro_batch_size=self.loss_cfg.micro_batch_size,
+            temperature=self.loss_cfg.temperature,
+            device=self.device,
+            pad_id=self.pad_id,
+        )
+
+    def _mean_kl(self, trajs: Sequence[Trajectory], ref: Sequence[np.ndarray]) -> float:
+        new = self.score(trajs)
+        total, count = 0.0, 0.0
+        for x, r, nw in zip(trajs, ref, new, strict=True):
+            m = np.asarray(x.loss_mask, dtype=bool)
+            if m.any():
+                k = kl_k3(
+                    torch.as_tensor(r[m], dtype=torch.float64), torch.as_tensor(nw[m], dtype=torch.float64)
+                )
+                total += float(k.sum())
+                count += float(m.sum())
+        total, count = self._all_reduce([total, count])
+        return total / count if count else 0.0
+
+    def update(
+        self, trajectories: Sequence[Trajectory], advantages: Sequence[float] | np.ndarray
+    ) -> UpdateStats:
+        """One PPO update (`epochs` passes over `num_minibatches` mini-batches); returns its stats."""
+        cfg = self.loss_cfg
+        trajs = list(trajectories)
+        adv = np.asarray(advantages, dtype=np.float64)
+        self._validate(trajs, adv)
+        t0 = time.perf_counter()
+        minibatches = self._minibatches(len(trajs))
+        reuse_pre = cfg.num_minibatches == 1 and cfg.epochs == 1
+        ref_pre: list[np.ndarray] | None = None
+        if cfg.measure_kl and cfg.kl_reference == "pre_update" and not reuse_pre:
+            ref_pre = self.score(trajs)
+        pre_collect: dict[int, np.ndarray] = {}
+
+        sums = {"loss": 0.0, "clip": 0.0, "ratio": 0.0, "kl_pre": 0.0, "ent": 0.0, "tok": 0.0}
+        grad_norms: list[float] = []
+        steps = skipped = 0
+        clip = cfg.clip
+        for _ in range(cfg.epochs):
+            for mb in minibatches:
+                mb_trajs = [trajs[i] for i in mb]
+                n_tok = float(sum(sum(x.loss_mask) for x in mb_trajs))
+                n_seq = float(sum(1 for x in mb_trajs if any(x.loss_mask)))
+                n_tok, n_seq = self._all_reduce([n_tok, n_seq])
+                scale = float(self.world_size) if self._wrapper_syncs else 1.0
+                self.optimizer.zero_grad(set_to_none=True)
+                bad = False
+                mb_loss = 0.0
+                for s in range(0, len(mb), cfg.micro_batch_size):
+                    idx = mb[s : s + cfg.micro_batch_size]
+                    chunk = [trajs[i] for i in idx]
+                    p = _pad(chunk, adv[idx], self.device, self.pad_id)
+                    logits = _forward_logits(self.model, p.input_ids, p.attention_mask)[:, :-1]
+                    lp = token_logprobs(logits, p.input_ids[:, 1:], cfg.temperature)
+                    tok_loss, ratio, clipped = ppo_clip_token_losses(lp, p.old_logprobs, p.advantages, clip)
+                    kl_tok = kl_k3(p.old_logprobs, lp)
+                    if cfg.kl_coef:
+                        tok_loss = tok_loss + cfg.kl_coef * kl_tok
+                    m = p.loss_mask
+                    sel = m > 0
+                    if cfg.entropy_coef:
+                        ent_tok = entropy_from_logits(logits, cfg.temperature)
+                        tok_loss = tok_loss - cfg.entropy_coef * ent_tok
+                    else:
+                        with torch.no_grad():
+                            ent_tok = torch.zeros_like(lp)
+                            ent_tok[sel] = entropy_from_logits(logits.detach()[sel], cfg.temperature)
+                    loss = aggregate(tok_loss, m, cfg.aggregation, num_tokens=n_tok, num_seqs=n_seq)
+                    if not torch.isfinite(loss):
+                        bad = True
+                        continue
+                    (loss * scale).backward()
+                    mb_loss += float(loss.detach())
+                    with torch.no_grad():
+                        sums["clip"] += float(clipped[sel].sum())
+                        sums["ratio"] += float(ratio[sel].sum())
+                        sums["kl_pre"] += float(kl_tok[sel].sum())
+                        sums["ent"] += float(ent_tok[sel].sum())
+                        sums["tok"] += float(sel.sum())
+                    if reuse_pre and cfg.measure_kl and cfg.kl_reference == "pre_update":
+                        lp_np = lp.detach().float().cpu().numpy()
+                        for row, i in enumerate(idx):
+                            full = np.zeros(len(trajs[i].token_ids), dtype=np.float32)
+                            full[1:] = lp_np[row, : len(trajs[i].token_ids) - 1]
+                            pre_collect[int(i)] = full
+                self._sync_grads()
+                max_norm = self.opt_cfg.grad_clip if self.opt_cfg.grad_clip is not None else math.inf
+                norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+                bad = bad or not math.isfinite(norm)
+                (bad_any,) = self._all_reduce(
+                    [float(bad)], op=dist.ReduceOp.MAX if self.process_group else None
+                )
+                if bad_any:
+                    self.optimizer.zero_grad(set_to_none=True)
+                    skipped += 1
+                    log.warning("non-finite loss or gradient (grad norm %s): optimizer step skipped", norm)
+                    continue
+                self.optimizer.step()
+                self.scheduler.step()
+                steps += 1
+                grad_norms.append(norm)
+                sums["loss"] += mb_loss
+        self.optimizer.zero_grad(set_to_none=True)
+        self.total_steps += steps
+        self.total_skipped += skipped
+        if steps:
+            self.version += 1
+
+        kl = math.nan
+        if cfg.measure_kl:
+            if cfg.kl_reference == "sampling":
+                ref = [np.asarray(x.logprobs, dtype=np.float32) for x in trajs]
+            elif ref_pre is not None:
+                ref = ref_pre
+            else:
+                ref = [pre_collect[i] for i in range(len(trajs))] if len(pre_collect) == len(trajs) else []
+            if ref:
+                keep = np.arange(len(trajs))
+                if cfg.kl_max_sequences is not None and len(trajs) > cfg.kl_max_sequences:
+                    keep = np.linspace(0, len(trajs) - 1, cfg.kl_max_sequences).round().astype(int)
+                kl = self._mean_kl([trajs[i] for i in keep], [ref[i] for i in keep])
+        seconds = time.perf_counter() - t0
+
+        red = self._all_reduce([sums[k] for k in ("clip", "ratio", "kl_pre", "ent", "tok", "loss")])
+        clip_s, ratio_s, klpre_s, ent_s, tok_s, loss_s = red  # loss: ranks hold shares of one global loss
+        tokens = sum(len(x.token_ids) for x in trajs)
+        model_tokens = sum(sum(x.loss_mask) for x in trajs)
+        tokens_g, model_tokens_g, seq_g = self._all_reduce(
+            [float(tokens), float(model_tokens), float(len(trajs))]
+        )
+        return UpdateStats(
+            loss=loss_s / steps if steps else math.nan,
+            kl=kl,
+            kl_pre=klpre_s / tok_s if tok_s else 0.0,
+            clip_frac=clip_s / tok_s if tok_s else 0.0,
+            ratio_mean=ratio_s / tok_s if tok_s else 1.0,
+            entropy=ent_s / tok_s if tok_s else 0.0,
+            grad_norm=float(np.mean(grad_norms)) if grad_norms else math.nan,
+            optimizer_steps=steps,
+            skipped_steps=skipped,
+            sequences=int(seq_g),
+            tokens=int(tokens_g),
+            model_tokens=int(model_tokens_g),
+            seconds=seconds,
+            tokens_per_s=tokens_g * cfg.epochs / seconds if seconds > 0 else 0.0,
+            lr=float(self.scheduler.get_last_lr()[0]),
+            version=self.version,
+            kl_reference=cfg.kl_reference,
+        )
+
+    # ------------------------------------------------------------------ checkpointing
+
+    def state_dict(self, include_model: bool = True) -> dict[str, Any]:
+        """Optimizer, scheduler and counters (plus model weights unless sharded elsewhere)."""
+        state: dict[str, Any] = {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "version": self.version,
+            "total_steps": self.total_steps,
+            "total_skipped": self.total_skipped,
+        }
+        if include_model:
+            state["model"] = self.model.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if "model" in state:
+            self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.version = int(state["version"])
+        self.total_steps = int(state["total_steps"])
+        self.total_skipped = int(state["total_skipped"])
