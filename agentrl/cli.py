@@ -7,7 +7,12 @@ import importlib
 import sys
 
 # subcommand -> (module, help). Each module defines `add_arguments(parser)` and `run(args) -> int`.
-COMMANDS: dict[str, tuple[str, str]] = {}
+COMMANDS: dict[str, tuple[str, str]] = {
+    "train": ("agentrl.trainer", "train a tool-using agent with SPO, GRPO or no-baseline PPO"),
+    "eval": ("agentrl.evaluate", "held-out avg@k, pass@k and maj@k of a checkpoint or model"),
+    "envs": ("agentrl.envs_cli", "list the registered environments with their tools and task counts"),
+    "simulate": ("agentrl.simulate", "run the rollout scheduler on simulated episodes in virtual time"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:

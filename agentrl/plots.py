@@ -68,7 +68,7 @@ def plot_run(run_dir: str | Path, tracker_values: Sequence[float] | None = None)
         ax.set(xlabel="v̂(x)", ylabel="prompts", title="Tracker value distribution (end of run)")
         save(fig, "tracker_values.png")
 
-    x, y = _series(rows, "adv/degenerate_frac")
+    x, y = _series(rows, "adv/frac_samples_in_degenerate_groups")
     if len(x) and np.any(y > 0):
         fig, ax = plt.subplots(figsize=(6.4, 4))
         ax.plot(x, y, color="tab:red")

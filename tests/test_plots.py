@@ -11,7 +11,7 @@ def test_plots_are_written_from_metrics(tmp_path) -> None:
                 "reward_mean": s / 4,
                 "tracker/rho_mean": 0.9,
                 "tracker/n_eff_mean": 8 + s,
-                "adv/degenerate_frac": 0.6,
+                "adv/frac_samples_in_degenerate_groups": 0.6,
             }
             if s % 2 == 0:
                 row["eval/success"] = 0.2 + s / 10

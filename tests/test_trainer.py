@@ -1,0 +1,173 @@
+"""The trainer end to end on a micro model (random weights): wiring, checkpoints and exact resume."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from agentrl.checkpoint import latest_checkpoint, load_state
+from agentrl.config import ConfigError, load_config
+from agentrl.runlog import read_metrics
+from agentrl.train_config import TrainConfig
+from agentrl.trainer import Trainer, config_from_args
+
+
+def make_micro_model(out: Path) -> Path:
+    """A 2-layer random Qwen2 with a tokenizer trained on Calculator-v0 text: seconds to build."""
+    import gymnasium
+
+    import agentrl.envs  # noqa: F401
+    from agentrl.models import TinyRecipe, tiny_config, train_tokenizer
+
+    env = gymnasium.make("agentrl/Calculator-v0").unwrapped
+    texts = []
+    for i, tid in enumerate(env.task_ids("train")[:60]):
+        _, info = env.reset(options={"task_id": tid})
+        texts += [m["content"] for m in info["messages"]]
+        texts.append(env.expert_action())
+        if i == 0:
+            texts.append(json.dumps(info["tools"]))
+    tok = train_tokenizer(texts * 2, vocab_size=700)
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    recipe = TinyRecipe(
+        hidden_size=64, intermediate_size=128, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32
+    )
+    model = AutoModelForCausalLM.from_config(tiny_config(recipe, tok))
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def micro_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_micro_model(tmp_path_factory.mktemp("micro"))
+
+
+def micro_config(model_dir: Path, run_root: Path, **top: object) -> TrainConfig:
+    overrides = [
+        f"model.name={model_dir}",
+        f"run_root={run_root}",
+        "progress=false",
+        "env.max_turns=2",
+        "env.train_prompts=16",
+        "rollout.batch_size=4",
+        "rollout.max_concurrency=4",
+        "rollout.max_new_tokens=12",
+        "rollout.max_tokens=1200",
+        "algo.offline_n0=2",
+        "algo.offline_prompts=4",
+        "eval.tasks=4",
+        "optim.lr=1e-3",
+        "optim.mini_batches=1",
+        "checkpoint_every=1",
+        *(f"{k}={v}" for k, v in top.items()),
+    ]
+    return load_config(TrainConfig, None, overrides)
+
+
+def test_spo_train_checkpoint_and_exact_resume(
+    micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
+    cfg = micro_config(micro_model, tmp_path / "runs", steps=2, name="micro")
+    result = Trainer(cfg).run()
+    assert result.steps == 2 and result.eval_before is not None and result.eval_after is not None
+    run = tmp_path / "runs" / "micro"
+    rows = read_metrics(run / "metrics.jsonl")
+    train_rows = [r for r in rows if "reward_mean" in r]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    assert all(np.isfinite(r["learner/loss"]) for r in train_rows)
+    assert {"tracker/rho_mean", "tracker/n_eff_mean", "adv/raw_variance", "adv/frac_near_zero_0_02"} <= set(
+        train_rows[0]
+    )
+    assert (run / "plots" / "reward.png").is_file() and (run / "summary.json").is_file()
+    assert any((run / "tb").iterdir())
+    ckpt = latest_checkpoint(run / "checkpoints")
+    assert ckpt is not None and ckpt.name == "step_000002"
+    state = load_state(ckpt)
+    assert state["step"] == 2 and state["tracker"] and state["sampler"] and state["learner"]["optimizer"]
+    assert (tmp_path / "cache" / "offline_init").is_dir()  # offline init cached for reuse
+
+    # A second run with the same name refuses to overwrite; --resume continues to step 3.
+    with pytest.raises(SystemExit, match="--resume"):
+        Trainer(cfg).run()
+    cfg3 = micro_config(micro_model, tmp_path / "runs", steps=3, name="micro")
+    trainer = Trainer(cfg3, resume=True)
+    seen: dict[str, object] = {}
+    original = trainer._train_step
+
+    async def spy(batch, learner, tracker, divergence, policy, model, step):  # type: ignore[no-untyped-def]
+        if "tracker" not in seen:  # the restored state, before the first resumed update
+            seen["tracker"] = copy.deepcopy(tracker.state_dict())
+            seen["optimizer"] = copy.deepcopy(learner.optimizer.state_dict())
+            seen["step"] = step
+        return await original(batch, learner, tracker, divergence, policy, model, step)
+
+    trainer._train_step = spy  # type: ignore[method-assign]
+    result = trainer.run()
+    assert result.steps == 3 and seen["step"] == 2
+    _assert_same(seen["tracker"], state["tracker"])
+    _assert_same(seen["optimizer"]["state"], state["learner"]["optimizer"]["state"])
+    steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if "reward_mean" in r]
+    assert steps == [1, 2, 3]
+
+
+def test_grpo_groups_and_degenerate_fraction(
+    micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
+    cfg = micro_config(micro_model, tmp_path / "runs", steps=1, name="g")
+    cfg = load_config(
+        TrainConfig,
+        None,
+        [],
+        base={**_as_dict(cfg), "algo": {**_as_dict(cfg)["algo"], "name": "grpo", "group_size": 2}},
+    )
+    Trainer(cfg).run()
+    row = next(r for r in read_metrics(tmp_path / "runs" / "g" / "metrics.jsonl") if "reward_mean" in r)
+    assert 0.0 <= row["adv/frac_samples_in_degenerate_groups"] <= 1.0
+
+
+def test_cli_config_errors_are_one_line(tmp_path: Path) -> None:
+    import argparse
+
+    from agentrl.trainer import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    with pytest.raises(ConfigError, match=r"^rollout\.batchsize: unknown key; did you mean 'batch_size'\?$"):
+        config_from_args(p.parse_args(["rollout.batchsize=8"]))
+    with pytest.raises(ConfigError, match=r"multiple of algo\.group_size"):
+        config_from_args(p.parse_args(["--algo", "grpo", "rollout.batch_size=12"]))
+    cfg = config_from_args(p.parse_args(["--algo", "grpo", "--env", "agentrl/KBSearch-v0"]))
+    assert cfg.name == "kbsearch-grpo" and cfg.algo.name == "grpo"
+
+
+def _as_dict(cfg: TrainConfig) -> dict:
+    from agentrl.config import to_dict
+
+    return to_dict(cfg)
+
+
+def _assert_same(a: object, b: object) -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b)
+        for k in a:
+            _assert_same(a[k], b[k])
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b)  # type: ignore[arg-type]
+        for x, y in zip(a, b, strict=True):  # type: ignore[call-overload]
+            _assert_same(x, y)
+    elif isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)  # type: ignore[arg-type]
+    elif isinstance(a, np.ndarray):
+        assert np.array_equal(a, b)  # type: ignore[arg-type]
+    else:
+        assert a == b
