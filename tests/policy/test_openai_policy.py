@@ -1,0 +1,228 @@
+"""The HTTP backend against in-process fake servers (httpx.MockTransport): request shape, routing,
+retries, deadlines, clear errors and the weight-sync calls. The real vLLM server is in
+tests/integration/test_vllm_server.py."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import torch
+
+from agentrl.policy.base import Policy, PolicyError, PolicyTimeoutError, PolicyUnavailableError
+from agentrl.policy.openai import OpenAIPolicy
+from agentrl.types import SamplingParams
+
+
+class FakeServers:
+    """Scripted behaviour per host: 'ok', 'down' (connection refused), 'slow', '500', '400'."""
+
+    def __init__(self, modes: dict[str, list[str] | str], delay: float = 0.0) -> None:
+        self.modes = modes
+        self.delay = delay
+        self.requests: list[tuple[str, str, dict[str, Any] | None]] = []
+        self.active: dict[str, int] = {}
+        self.peak: dict[str, int] = {}
+
+    def mode(self, host: str) -> str:
+        m = self.modes[host]
+        if isinstance(m, list):
+            return m.pop(0) if len(m) > 1 else m[0]
+        return m
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        body = json.loads(request.content) if request.content else None
+        self.requests.append((host, request.url.path, body))
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "tiny"}]})
+        mode = self.mode(host)
+        if mode == "down":
+            raise httpx.ConnectError("connection refused", request=request)
+        if mode == "slow":
+            await asyncio.sleep(10)
+        if mode == "500":
+            return httpx.Response(500, text="engine died")
+        if mode == "400":
+            return httpx.Response(400, json={"error": "max_tokens too large"})
+        if request.url.path != "/v1/completions":
+            return httpx.Response(200, json={"ok": True})
+        self.active[host] = self.active.get(host, 0) + 1
+        self.peak[host] = max(self.peak.get(host, 0), self.active[host])
+        try:
+            await asyncio.sleep(self.delay)
+        finally:
+            self.active[host] -= 1
+        n = min(3, body["max_tokens"])
+        ids = [(body["prompt"][-1] + k + 1) % 100 for k in range(n)]
+        return httpx.Response(
+            200,
+            json={
+                "choices": [
+                    {
+                        "text": "abc"[:n],
+                        "token_ids": ids,
+                        "finish_reason": "length" if n == body["max_tokens"] else "stop",
+                        "logprobs": {"tokens": [f"token_id:{i}" for i in ids], "token_logprobs": [-0.25] * n},
+                    }
+                ]
+            },
+        )
+
+
+def _exists(*parts: str) -> bool:
+    return Path(*parts).exists()
+
+
+def _resolved(path: Path) -> str:
+    return str(path.resolve())
+
+
+def make(servers: FakeServers, hosts: list[str], **kw: Any) -> OpenAIPolicy:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(servers))
+    kw = {"backoff_s": 0.001, "backoff_max_s": 0.002, "cooldown_s": 0.05, "timeout": 0.5, **kw}
+    return OpenAIPolicy([f"http://{h}:8000/v1" for h in hosts], tokenizer=None, client=client, **kw)
+
+
+async def test_token_ids_in_token_ids_and_logprobs_out() -> None:
+    servers = FakeServers({"a": "ok"})
+    policy = make(servers, ["a"])
+    assert isinstance(policy, Policy)
+    out = await policy.generate(
+        [5, 6, 7], SamplingParams(max_new_tokens=8, temperature=0.7, top_k=5, seed=3, stop=("</tool_call>",))
+    )
+    assert out.token_ids == [8, 9, 10] and out.logprobs == [-0.25] * 3 and out.finish_reason == "stop"
+    _, path, body = servers.requests[-1]
+    assert path == "/v1/completions" and body["prompt"] == [5, 6, 7] and body["model"] == "tiny"
+    assert body["logprobs"] == 0 and body["return_token_ids"] and body["seed"] == 3
+    assert body["top_k"] == 5 and body["stop"] == ["</tool_call>"] and body["include_stop_str_in_output"]
+    out = await policy.generate([1], SamplingParams(max_new_tokens=3))
+    assert out.finish_reason == "length" and "top_k" not in servers.requests[-1][2]
+    await policy.aclose()
+
+
+async def test_least_loaded_routing_spreads_concurrent_requests() -> None:
+    servers = FakeServers({"a": "ok", "b": "ok", "c": "ok"}, delay=0.02)
+    policy = make(servers, ["a", "b", "c"])
+    await asyncio.gather(*(policy.generate([i], SamplingParams(max_new_tokens=2)) for i in range(30)))
+    counts = {h: sum(1 for r in servers.requests if r[0] == h and r[1] == "/v1/completions") for h in "abc"}
+    assert counts == {"a": 10, "b": 10, "c": 10}
+    assert max(servers.peak.values()) == 10
+    await policy.aclose()
+
+
+async def test_failed_endpoint_is_retried_elsewhere_and_rested() -> None:
+    servers = FakeServers({"a": "down", "b": "ok"})
+    policy = make(servers, ["a", "b"], cooldown_s=30)
+    outs = [await policy.generate([1], SamplingParams(max_new_tokens=2)) for _ in range(5)]
+    assert all(o.token_ids == [2, 3] for o in outs)
+    hits_a = [r for r in servers.requests if r[0] == "a" and r[1] == "/v1/completions"]
+    assert len(hits_a) == 1  # after one failure, a rests and b serves
+    assert policy.endpoints[0].failures == 1 and policy.endpoints[1].served == 5
+    await policy.aclose()
+
+
+async def test_server_errors_are_retried_then_succeed() -> None:
+    servers = FakeServers({"a": ["500", "500", "ok"]})
+    policy = make(servers, ["a"], cooldown_s=0.0)
+    out = await policy.generate([1], SamplingParams(max_new_tokens=2))
+    assert out.token_ids == [2, 3] and len([r for r in servers.requests if r[1] == "/v1/completions"]) == 3
+    await policy.aclose()
+
+
+async def test_all_endpoints_down_is_a_clear_error_not_a_hang() -> None:
+    servers = FakeServers({"a": "down", "b": "500"})
+    policy = make(servers, ["a", "b"], max_retries=3)
+    policy.model = "tiny"
+    with pytest.raises(PolicyUnavailableError) as err:
+        async with asyncio.timeout(5):
+            await policy.generate([1], SamplingParams())
+    msg = str(err.value)
+    assert "4 attempts over 2 endpoint(s)" in msg and "http://a:8000" in msg and "HTTP 500" in msg
+    await policy.aclose()
+
+
+async def test_timeouts_become_policy_timeout() -> None:
+    servers = FakeServers({"a": "slow"})
+    policy = make(servers, ["a"], timeout=0.05, max_retries=1)
+    policy.model = "tiny"
+    with pytest.raises(PolicyTimeoutError, match="timed out on all 2 attempts"):
+        await policy.generate([1], SamplingParams())
+    policy = make(servers, ["a"], timeout=0.05, max_retries=5, deadline=0.12)
+    policy.model = "tiny"
+    with pytest.raises(PolicyTimeoutError, match=r"overall 0\.12 s deadline"):
+        await policy.generate([1], SamplingParams())
+    await policy.aclose()
+
+
+async def test_client_errors_fail_fast_with_the_server_message() -> None:
+    servers = FakeServers({"a": "400"})
+    policy = make(servers, ["a"])
+    policy.model = "tiny"
+    with pytest.raises(PolicyError, match="max_tokens too large"):
+        await policy.generate([1], SamplingParams())
+    assert len(servers.requests) == 1
+    with pytest.raises(ValueError, match="empty"):
+        await policy.generate([], SamplingParams())
+    await policy.aclose()
+
+
+async def test_reload_sync_waits_for_in_flight_requests(tmp_path: Path) -> None:
+    servers = FakeServers({"a": "ok", "b": "ok"}, delay=0.05)
+    policy = make(servers, ["a", "b"], weights_dir=tmp_path)
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    gens = [asyncio.create_task(policy.generate([1], SamplingParams(max_new_tokens=2))) for _ in range(4)]
+    await asyncio.sleep(0.01)
+    await policy.sync_weights(1, ckpt)
+    assert all(g.done() and g.result().policy_version == 0 for g in gens)  # finished before the reload
+    calls = [(h, p, b) for h, p, b in servers.requests if p in ("/collective_rpc", "/reset_prefix_cache")]
+    assert sorted((h, p) for h, p, _ in calls) == [
+        ("a", "/collective_rpc"),
+        ("a", "/reset_prefix_cache"),
+        ("b", "/collective_rpc"),
+        ("b", "/reset_prefix_cache"),
+    ]
+    rpc = next(b for _, p, b in calls if p == "/collective_rpc")
+    assert rpc == {"method": "reload_weights", "kwargs": {"weights_path": str(ckpt.resolve())}}
+    assert (await policy.generate([1], SamplingParams(max_new_tokens=2))).policy_version == 1
+    # a state dict is written as safetensors for the server to read
+    await policy.sync_weights(2, {"w": torch.ones(2)})
+    rpc = [b for _, p, b in servers.requests if p == "/collective_rpc"][-1]
+    assert _exists(rpc["kwargs"]["weights_path"], "model.safetensors") and policy.version == 2
+    await policy.aclose()
+    assert not _exists(rpc["kwargs"]["weights_path"])
+
+
+async def test_reload_without_dev_mode_says_how_to_fix(tmp_path: Path) -> None:
+    async def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    policy = OpenAIPolicy("http://a:8000", None, client=client)
+    with pytest.raises(PolicyError, match="VLLM_SERVER_DEV_MODE=1"):
+        await policy.sync_weights(1, tmp_path)
+    assert policy.version == 0
+    with pytest.raises(FileNotFoundError):
+        await policy.sync_weights(1, tmp_path / "missing")
+    await policy.aclose()
+
+
+async def test_lora_sync_switches_the_requested_model(tmp_path: Path) -> None:
+    where = _resolved(tmp_path)
+    servers = FakeServers({"a": "ok"})
+    policy = make(servers, ["a"], weight_sync="lora", lora_name="pol")
+    await policy.sync_weights(1, tmp_path)
+    await policy.sync_weights(2, tmp_path)
+    await policy.generate([1], SamplingParams(max_new_tokens=1))
+    paths = [(p, b) for _, p, b in servers.requests]
+    assert ("/v1/load_lora_adapter", {"lora_name": "pol-v1", "lora_path": where}) in paths
+    assert ("/v1/unload_lora_adapter", {"lora_name": "pol-v1"}) in paths
+    assert paths[-1][1]["model"] == "pol-v2"
+    with pytest.raises(ValueError, match="adapter directory"):
+        await policy.sync_weights(3, {"w": torch.ones(1)})
+    await policy.aclose()
