@@ -1,14 +1,109 @@
-"""agentrl: train tool-using LLM agents with reinforcement learning (SPO and GRPO)."""
+"""agentrl: train tool-using LLM agents with reinforcement learning (SPO and GRPO).
+
+The public API is re-exported here. Names resolve lazily (PEP 562), so `import agentrl` does not
+import torch, transformers or the environments until something that needs them is used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 from agentrl.types import Generation, SamplingParams, Status, Trajectory, Turn
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Generation",
-    "SamplingParams",
-    "Status",
-    "Trajectory",
-    "Turn",
-    "__version__",
-]
+_LAZY: dict[str, str] = {
+    # algorithm maths
+    "ValueTracker": "agentrl.algo.value_tracker",
+    "PrioritizedSampler": "agentrl.algo.sampler",
+    "UniformSampler": "agentrl.algo.sampler",
+    "KLOdometer": "agentrl.algo.divergence",
+    "OdometerDivergence": "agentrl.algo.divergence",
+    "ReplayDivergence": "agentrl.algo.divergence",
+    "make_divergence": "agentrl.algo.divergence",
+    "AdvantageResult": "agentrl.algo.advantage",
+    "AdvantageDiagnostics": "agentrl.algo.advantage",
+    "compute_advantages": "agentrl.algo.advantage",
+    "spo_advantages": "agentrl.algo.advantage",
+    "grpo_advantages": "agentrl.algo.advantage",
+    "no_baseline_advantages": "agentrl.algo.advantage",
+    "pass_at_k": "agentrl.algo.metrics",
+    "avg_at_k": "agentrl.algo.metrics",
+    "maj_at_k": "agentrl.algo.metrics",
+    # learner
+    "Learner": "agentrl.learner",
+    "LossConfig": "agentrl.learner",
+    "OptimizerConfig": "agentrl.learner",
+    "UpdateStats": "agentrl.learner",
+    "compute_logprobs": "agentrl.learner",
+    # rollouts
+    "RolloutScheduler": "agentrl.rollout.scheduler",
+    "SchedulerConfig": "agentrl.rollout.scheduler",
+    "Batch": "agentrl.rollout.scheduler",
+    "run_virtual": "agentrl.rollout.clock",
+    "EpisodeRunner": "agentrl.rollout.episode",
+    "run_episode": "agentrl.rollout.episode",
+    # policies and models
+    "Policy": "agentrl.policy.base",
+    "HFPolicy": "agentrl.policy.hf",
+    "OpenAIPolicy": "agentrl.policy.openai",
+    "SimulatedPolicy": "agentrl.policy.simulated",
+    "load_model": "agentrl.models",
+    # environments
+    "ToolEnv": "agentrl.envs.base",
+    "Task": "agentrl.envs.base",
+    "LatencyWrapper": "agentrl.envs.wrappers",
+    "LatencyProfile": "agentrl.envs.latency",
+    # training
+    "TrainConfig": "agentrl.train_config",
+    "Trainer": "agentrl.trainer",
+    "evaluate": "agentrl.evaluate",
+    "load_config": "agentrl.config",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'agentrl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_LAZY])
+
+
+if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
+    from agentrl.algo.advantage import (  # noqa: F401
+        AdvantageDiagnostics,
+        AdvantageResult,
+        compute_advantages,
+        grpo_advantages,
+        no_baseline_advantages,
+        spo_advantages,
+    )
+    from agentrl.algo.divergence import KLOdometer, OdometerDivergence, ReplayDivergence, make_divergence  # noqa: F401
+    from agentrl.algo.metrics import avg_at_k, maj_at_k, pass_at_k  # noqa: F401
+    from agentrl.algo.sampler import PrioritizedSampler, UniformSampler  # noqa: F401
+    from agentrl.algo.value_tracker import ValueTracker  # noqa: F401
+    from agentrl.config import load_config  # noqa: F401
+    from agentrl.envs.base import Task, ToolEnv  # noqa: F401
+    from agentrl.envs.latency import LatencyProfile  # noqa: F401
+    from agentrl.envs.wrappers import LatencyWrapper  # noqa: F401
+    from agentrl.evaluate import evaluate  # noqa: F401
+    from agentrl.learner import Learner, LossConfig, OptimizerConfig, UpdateStats, compute_logprobs  # noqa: F401
+    from agentrl.models import load_model  # noqa: F401
+    from agentrl.policy.base import Policy  # noqa: F401
+    from agentrl.policy.hf import HFPolicy  # noqa: F401
+    from agentrl.policy.openai import OpenAIPolicy  # noqa: F401
+    from agentrl.policy.simulated import SimulatedPolicy  # noqa: F401
+    from agentrl.rollout.clock import run_virtual  # noqa: F401
+    from agentrl.rollout.episode import EpisodeRunner, run_episode  # noqa: F401
+    from agentrl.rollout.scheduler import Batch, RolloutScheduler, SchedulerConfig  # noqa: F401
+    from agentrl.train_config import TrainConfig  # noqa: F401
+    from agentrl.trainer import Trainer  # noqa: F401
+
+__all__ = ["Generation", "SamplingParams", "Status", "Trajectory", "Turn", "__version__", *_LAZY]
