@@ -194,6 +194,8 @@ def simulate(preset: Preset, seeds: int, *, seed0: int = 0, batches: int | None 
             **summarize(ratio),
             "per_seed": ratio,
         }
+        if preset.reference_time_per_batch:
+            sp["reference_time_per_batch"] = dict(preset.reference_time_per_batch)
         if preset.reference_speedup is not None:
             ref = preset.reference_speedup
             sp["reference"] = ref
@@ -208,27 +210,31 @@ def format_report(res: dict[str, Any]) -> str:
     lines.append(
         f"  {res['seeds']} seeds x {res['batches_per_seed']} batch(es) per arm, virtual time, {res['wall_s']:.1f} s wall"
     )
-    hdr = f"  {'arm':<13} {'time/batch s: median [5%, 95%]':<34} {'traj/s':>8} {'slot util':>9} {'barrier idle':>12} {'degenerate':>10}"
+    hdr = f"  {'arm':<15} {'time/batch s: median [5%, 95%]':<34} {'traj/s':>8} {'slot util':>9} {'barrier idle':>12} {'degenerate':>10}"
     lines += ["", hdr]
     for name, a in res["arms"].items():
         t = a["time_per_batch"]
         deg = a["degenerate_fraction"].get("mean")
         lines.append(
-            f"  {name:<13} {t['median']:8.1f} [{t['p5']:8.1f}, {t['p95']:8.1f}]        "
+            f"  {name:<15} {t['median']:8.1f} [{t['p5']:8.1f}, {t['p95']:8.1f}]        "
             f"{a['trajectories_per_s']['median']:8.3f} {a['slot_utilisation']['mean']:9.3f} "
             f"{a['barrier_idle_share']['mean']:12.3f} {'-' if deg is None else f'{deg:10.3f}':>10}"
         )
     sp = res.get("speedup")
     if sp:
-        lines += [
-            "",
-            f"  speedup ({sp['ratio']}) over {sp['n']} seeds:",
-            f"    median {sp['median']:.2f}   mean {sp['mean']:.2f}   5-95% [{sp['p5']:.2f}, {sp['p95']:.2f}]"
-            f"   min {sp['min']:.2f}   max {sp['max']:.2f}",
-        ]
+        ref_t = sp.get("reference_time_per_batch", {})
+        for name, t in ref_t.items():
+            if name in res["arms"]:
+                lines.append(f"  paper {name:<9} {t:8.1f}  (one illustrative draw)")
+        lines += ["", f"  speedup ({sp['ratio']}) over {sp['n']} seeds:"]
+        lines.append(f"    {'':<10} {'median':>7} {'mean':>7} {'5%':>7} {'95%':>7} {'min':>7} {'max':>7}")
+        lines.append(
+            f"    {'simulated':<10} {sp['median']:7.2f} {sp['mean']:7.2f} {sp['p5']:7.2f} {sp['p95']:7.2f}"
+            f" {sp['min']:7.2f} {sp['max']:7.2f}"
+        )
         if "reference" in sp:
             lines.append(
-                f"    paper: {sp['reference']:.2f} ({sp['reference_note']}); "
+                f"    {'paper':<10} {sp['reference']:7.2f}   ({sp['reference_note']}); "
                 f"{100 * sp['share_at_or_above_reference']:.1f}% of seeds reach it"
             )
     return "\n".join(lines)
@@ -245,7 +251,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-concurrency", type=int, default=None, help="override generation slots in every arm"
     )
     parser.add_argument("--overprovision", type=float, default=None, help="override k in sync arms")
-    parser.add_argument("--out", type=Path, default=None, help="write the full JSON result here")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="where to write the full JSON result (default: runs/simulate/<preset>.json)",
+    )
     parser.add_argument("--list", action="store_true", help="list presets and exit")
 
 
@@ -277,10 +288,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"agentrl simulate: {e.args[0] if e.args else e}", file=sys.stderr)
         return 2
     print(format_report(res))
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(json.dumps(res, indent=1, default=str))
-        print(f"\nwrote {args.out}")
+    out = args.out if args.out is not None else Path("runs") / "simulate" / f"{preset.name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(res, indent=1, default=str))
+    tmp.replace(out)  # atomic: a crash never leaves half a result behind
+    print(f"\nwrote {out}")
     return 0
 
 

@@ -7,17 +7,23 @@ drift from the real code because it *is* the real code.
 
 Why our own loop and not `looptime`: `looptime` is built around pytest and rounds time to a fixed
 resolution; we want exact float time (order statistics must match to the last digit) and a runtime
-helper with no test-framework coupling. The loop below is ~30 lines on top of the standard
+helper with no test-framework coupling. The loop below is ~40 lines on top of the standard
 selector loop: the selector's `select(timeout)` polls real I/O without blocking and, when nothing
 is ready, moves the clock to the next timer. Real I/O and thread wake-ups still work; only waiting
 is skipped. A loop with no timers and nothing ready blocks exactly as the real loop would.
+
+Work in threads (`asyncio.to_thread`, `run_in_executor`: a model's forward pass, a learner step)
+takes zero virtual time: while such a job is outstanding the clock stands still and the loop waits
+for it in real time. Otherwise the clock would race through every pending timer (episode
+timeouts, the watchdog) while the thread computes. Real network I/O, on the other hand, is not
+waited for: a virtual timeout racing a real socket fires first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import selectors
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -33,9 +39,14 @@ class _VirtualSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-ty
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is None:  # nothing scheduled at all: behave like the real loop (wait for I/O)
             return super().select(None)
+        if timeout <= 0:  # callbacks are ready: just poll
+            return super().select(0)
+        loop = self.loop
+        if loop is not None and loop._executor_jobs:  # a thread is working: the clock waits for it
+            return super().select(None)  # its completion wakes us through the loop's self-pipe
         events = super().select(0)
-        if not events and timeout > 0 and self.loop is not None:
-            self.loop._advance()
+        if not events and loop is not None:
+            loop._advance()
         return events
 
 
@@ -48,9 +59,19 @@ class VirtualTimeLoop(asyncio.SelectorEventLoop):
         selector.loop = self
         self._virtual_now = float(start)
         self._clock_resolution = 1e-9
+        self._executor_jobs = 0
 
     def time(self) -> float:
         return self._virtual_now
+
+    def run_in_executor(self, executor: Any, func: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        fut = super().run_in_executor(executor, func, *args)
+        self._executor_jobs += 1
+        fut.add_done_callback(self._executor_job_done)
+        return fut
+
+    def _executor_job_done(self, _: asyncio.Future[Any]) -> None:
+        self._executor_jobs -= 1
 
     def _advance(self) -> None:
         # The base loop has already popped cancelled timers off the head of the heap, so the head is

@@ -61,35 +61,64 @@ class BiasMetric:
 
 
 def latency_bias(latencies: Sequence[float] | np.ndarray, reached: Sequence[bool] | np.ndarray) -> BiasMetric:
-    """Acceptance rate per latency quartile and Spearman correlation of latency with acceptance."""
+    """Acceptance rate per latency quartile and Spearman correlation of latency with acceptance.
+
+    `reached` is a flag per episode, or a rate in [0, 1] per prompt (see `prompt_bias`). Runs once
+    per batch, so it avoids numpy's slow generic paths (quantile, unique) for small inputs.
+    """
     n = len(latencies)
     if n == 0:
         return BiasMetric()
     lat = np.asarray(latencies, dtype=float)
     acc = np.asarray(reached, dtype=float)
-    edges = np.quantile(lat, [0.25, 0.5, 0.75])
+    order = np.argsort(lat, kind="stable")
+    xs = lat[order]
+    h = (n - 1) * np.array([0.25, 0.5, 0.75])  # numpy's default "linear" quantile
+    lo = np.floor(h).astype(int)
+    hi = np.minimum(lo + 1, n - 1)
+    edges = xs[lo] + (h - lo) * (xs[hi] - xs[lo])
     bins = np.searchsorted(edges, lat, side="right")
-    by_q = [float(acc[bins == q].mean()) if np.any(bins == q) else math.nan for q in range(4)]
+    per_q = np.bincount(bins, minlength=4)
+    hits = np.bincount(bins, weights=acc, minlength=4)
+    by_q = [float(hits[q] / per_q[q]) if per_q[q] else math.nan for q in range(4)]
     corr: float | None = None
-    if n > 2 and acc.min() != acc.max() and lat.min() != lat.max():
-        r_lat = _ranks(lat)
+    if n > 2 and acc.min() != acc.max() and xs[0] != xs[-1]:
+        r_lat = _ranks_sorted(xs, order)
         r_acc = _ranks(acc)
         c = float(np.corrcoef(r_lat, r_acc)[0, 1])
         corr = c if math.isfinite(c) else None
     return BiasMetric(n, [float(e) for e in edges], by_q, corr)
 
 
+def prompt_bias(
+    latency_sum: Sequence[float], episodes: Sequence[int], sampled: Sequence[int], reached: Sequence[int]
+) -> BiasMetric:
+    """The same question per prompt: mean episode latency against the share of its sampled units
+    that reached the learner. Prompts with no finished episode are left out."""
+    ep = np.asarray(episodes, dtype=float)
+    keep = (ep > 0) & (np.asarray(sampled) > 0)
+    mean_lat = np.asarray(latency_sum, dtype=float)[keep] / ep[keep]
+    rate = np.asarray(reached, dtype=float)[keep] / np.asarray(sampled, dtype=float)[keep]
+    return latency_bias(mean_lat, np.minimum(rate, 1.0))
+
+
 def _ranks(x: np.ndarray) -> np.ndarray:
     """Average ranks (ties share their mean rank), as Spearman's correlation needs."""
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    ranks = np.empty(len(x), dtype=float)
-    ranks[order] = np.arange(len(x), dtype=float)
-    # average ties
-    _, start, counts = np.unique(xs, return_index=True, return_counts=True)
-    for s, c in zip(start, counts, strict=True):
-        if c > 1:
-            ranks[order[s : s + c]] = s + (c - 1) / 2
+    order = np.argsort(x, kind="stable")
+    return _ranks_sorted(x[order], order)
+
+
+def _ranks_sorted(xs: np.ndarray, order: np.ndarray) -> np.ndarray:
+    """Average ranks of the original array, given it sorted (`xs`) and the sorting permutation."""
+    n = len(xs)
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(xs[1:], xs[:-1], out=new[1:])
+    start = np.flatnonzero(new)
+    end = np.append(start[1:], n)
+    avg = (start + end - 1) / 2.0  # mean 0-based rank of each run of ties
+    ranks = np.empty(n, dtype=float)
+    ranks[order] = avg[np.cumsum(new) - 1]
     return ranks
 
 
@@ -144,5 +173,6 @@ __all__ = [
     "Counts",
     "is_degenerate",
     "latency_bias",
+    "prompt_bias",
     "staleness_histogram",
 ]

@@ -32,6 +32,7 @@ from agentrl.rollout.scheduler import SchedulerConfig
 from agentrl.rollout.simulated import EpisodeProfile, RewardModel
 
 PAPER_FIG5_SPEEDUP = 4.35
+PAPER_FIG5_TIMES = {"spo": 112.0, "grpo": 486.0}  # seconds to assemble the batch, as printed
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class Preset:
     learner_step_s: float = 0.0  # simulated learner time per update (virtual seconds)
     reference_speedup: float | None = None
     reference_note: str = ""
+    reference_time_per_batch: dict[str, float] = field(default_factory=dict)  # per arm, seconds
 
     def arm(self, name: str) -> Arm:
         for a in self.arms:
@@ -134,6 +136,16 @@ def _slot_arms(batch: int, group: int, slots: int) -> tuple[Arm, ...]:
             SchedulerConfig(mode="group", group_size=group, regime="async", max_staleness=1, **common),
             "groups, async, staleness <= 1",
         ),
+        Arm(
+            "spo-unbounded",
+            SchedulerConfig(mode="stream", regime="async", **common),
+            "stream, async, no staleness bound (slots never idle)",
+        ),
+        Arm(
+            "grpo-unbounded",
+            SchedulerConfig(mode="group", group_size=group, regime="async", **common),
+            "groups, async, no staleness bound (the barrier shows as staleness, not idle slots)",
+        ),
         Arm("spo-sync", SchedulerConfig(mode="stream", **common), "stream, one round per batch"),
         Arm(
             "grpo-sync",
@@ -153,6 +165,7 @@ PRESETS: dict[str, Preset] = {
             arms=_paper_arms(),
             reference_speedup=PAPER_FIG5_SPEEDUP,
             reference_note="486 s / 112 s, one illustrative draw",
+            reference_time_per_batch=PAPER_FIG5_TIMES,
         ),
         Preset(
             name="paper-fig5-literal",
@@ -161,6 +174,7 @@ PRESETS: dict[str, Preset] = {
             arms=_paper_arms(),
             reference_speedup=PAPER_FIG5_SPEEDUP,
             reference_note="486 s / 112 s, one illustrative draw",
+            reference_time_per_batch=PAPER_FIG5_TIMES,
         ),
         Preset(
             name="paper-fig5-baselines",
@@ -170,10 +184,14 @@ PRESETS: dict[str, Preset] = {
             batches=4,
             reference_speedup=PAPER_FIG5_SPEEDUP,
             reference_note="486 s / 112 s, one illustrative draw",
+            reference_time_per_batch=PAPER_FIG5_TIMES,
         ),
         Preset(
             name="slots-heavy-tail",
-            description="64 generation slots, lognormal(median 60 s, sigma 1) durations, B=64, G=8, 8 batches, 30 s learner step",
+            description=(
+                "64 generation slots, lognormal(median 60 s, sigma 1) durations, B=64, G=8, 8 batches, "
+                "30 s learner step; staleness <= 1 paced, unbounded, and sync"
+            ),
             profile=EpisodeProfile(duration=LogNormal(60.0, 1.0), turns=(1, 1)),
             arms=_slot_arms(64, 8, 64),
             batches=8,
@@ -208,4 +226,12 @@ def get_preset(name: str) -> Preset:
         raise KeyError(f"unknown preset {name!r}; available: {', '.join(PRESETS)}") from None
 
 
-__all__ = ["PAPER_FIG5_DURATION", "PAPER_FIG5_SPEEDUP", "PRESETS", "Arm", "Preset", "get_preset"]
+__all__ = [
+    "PAPER_FIG5_DURATION",
+    "PAPER_FIG5_SPEEDUP",
+    "PAPER_FIG5_TIMES",
+    "PRESETS",
+    "Arm",
+    "Preset",
+    "get_preset",
+]

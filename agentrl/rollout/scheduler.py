@@ -17,14 +17,20 @@ Regimes:
   time, and dropping-and-requeueing (or keeping) offenders, is only the fallback for learners that
   bump the version more than once per batch, or for `admission="none"`, which keeps slots full
   and lets the fallback drop over-stale work (that starves slow prompts; the bias metric shows it).
+  The price of a hard bound without drops: once one episode outlives about `max_staleness + 1`
+  batch intervals, nothing new may start until it ends, so under a heavy tail paced runs leave
+  slots idle (tests/rollout/test_utilisation.py measures it). `episode_timeout`, a larger bound
+  or `admission="none"` trade that idle time for lost work.
 
 Accounting: every launched episode is in exactly one of running, buffered, consumed, failed,
 timed_out, dropped_stale, discarded (stragglers, surplus, undersized groups) or cancelled
 (shutdown); `check_accounting()` verifies it. A runner exception never crashes the run: it becomes
-an `env_error` trajectory (reported in `Batch.failures`) and its prompt is retried.
+an `env_error` trajectory (reported in `Batch.failures`) and its prompt is retried. An episode task
+cancelled from outside counts as cancelled, and its unit stops waiting for it (no group is
+stranded); `take_failures()` returns the failure records not yet handed out with a batch.
 
 All time comes from the event loop, so the same object runs on `clock.VirtualTimeLoop` as a
-simulator. The hot path registers no per-task callbacks, and refills slots once per loop
+simulator. The hot path refills slots once per loop
 iteration (episodes that finish together are replaced with one `sampler.sample(n)` call).
 Stopping is loud, never a hang: a watchdog (`watchdog_s`) fails the run with the list of stuck
 episodes, `max_consecutive_failures` stops a run whose environment is down, and a stalled async
@@ -45,9 +51,11 @@ import numpy as np
 
 from agentrl.rollout.metrics import (
     BatchMetrics,
+    BiasMetric,
     Counts,
     is_degenerate,
     latency_bias,
+    prompt_bias,
     staleness_histogram,
 )
 from agentrl.types import Status, Trajectory
@@ -249,7 +257,18 @@ class _Unit:
 
 
 class _Episode:
-    __slots__ = ("attempt", "eid", "prompt_id", "queued_at", "started_at", "state", "task", "unit", "version")
+    __slots__ = (
+        "attempt",
+        "eid",
+        "entered",
+        "prompt_id",
+        "queued_at",
+        "started_at",
+        "state",
+        "task",
+        "unit",
+        "version",
+    )
 
     def __init__(self, unit: _Unit, queued_at: float, attempt: int) -> None:
         self.unit = unit
@@ -261,6 +280,7 @@ class _Episode:
         self.version = 0
         self.started_at = 0.0
         self.task: asyncio.Task[None] | None = None
+        self.entered = False  # the task has run its first step (see _check_fresh)
 
 
 class _Closed(Exception):
@@ -310,7 +330,8 @@ class RolloutScheduler:
         self._pending: deque[_Episode] = deque()
         self._n_pending = 0
         self._running: dict[int, _Episode] = {}
-        self._cancelling: set[asyncio.Task[None]] = set()  # cancelled by us, not yet finished
+        self._cancelling: list[asyncio.Task[None]] = []  # cancelled by us, maybe not finished yet
+        self._cancelling_prune_at = 1024
         self._requeue: deque[str] = deque()
         self._live_by_version: dict[int, int] = {}
         self._consumed_units = 0
@@ -334,6 +355,8 @@ class RolloutScheduler:
         self._gen_active = False
         self._wd_handle: asyncio.TimerHandle | None = None
         self._pump_scheduled = False
+        self._fresh: list[_Episode] = []  # started since the last _check_fresh
+        self._fresh_check_scheduled = False
         self._last_progress = 0.0
 
         # time integrals for utilisation
@@ -403,9 +426,27 @@ class RolloutScheduler:
             for e in eps
         ]
 
+    def take_failures(self) -> list[Trajectory]:
+        """Failed, timed-out and cancelled episodes not yet handed out with a batch (then cleared).
+        Call it after the last batch so that no failure record is lost."""
+        failures, self._failures = self._failures, []
+        return failures
+
     def prompt_stats(self) -> dict[str, PromptStats]:
         """Per-prompt sampled / reached-the-learner counts and latency sums (for bias studies)."""
         return self._prompts
+
+    def prompt_bias(self) -> BiasMetric:
+        """Per prompt: mean episode latency against the share of its sampled units that reached the
+        learner, over the whole run (`Batch.metrics.bias` is the per-episode view over the last
+        `bias_window` episodes). Units still in flight count as not (yet) reached."""
+        st = list(self._prompts.values())
+        return prompt_bias(
+            [s.latency_sum for s in st],
+            [s.episodes for s in st],
+            [s.sampled for s in st],
+            [s.reached for s in st],
+        )
 
     async def batches(self, num_batches: int | None = None) -> AsyncIterator[Batch]:
         """Yield batches as they are assembled; stops after `num_batches` (None: forever) or at close."""
@@ -494,13 +535,12 @@ class RolloutScheduler:
                 raise self._error
             if cond():
                 return
-            if (
-                not self._running
-                and not self._n_pending
-                and not self._pump_scheduled
-                and self.config.watchdog_s is None
-            ):
-                raise SchedulerError(self._stall_message())
+            if not self._running and not self._pump_scheduled:
+                self._pump()  # idle slots with a live consumer (e.g. after external cancellations)
+                if self._running or self._error is not None:
+                    continue
+                if not self._n_pending and self.config.watchdog_s is None:
+                    raise SchedulerError(self._stall_message())
             self._waiter = loop.create_future()
             self._consumer_waiting = True
             self._arm_watchdog()
@@ -670,10 +710,38 @@ class RolloutScheduler:
             self._last_progress = now
             self._arm_watchdog()
         ep.task = loop.create_task(self._episode(ep))
+        self._fresh.append(ep)
+        if not self._fresh_check_scheduled:  # queued behind the new tasks' first steps
+            self._fresh_check_scheduled = True
+            loop.call_soon(self._check_fresh)
+
+    def _check_fresh(self) -> None:
+        """A task cancelled from outside before its first step never runs the body of `_episode`,
+        so it never accounts for itself, and its slot and unit would be held forever. This runs
+        after the first step of every task started since the last check (the ready queue is FIFO)
+        and catches exactly those; later cancellations reach `_episode`'s handler. A task started
+        after the check was queued is looked at again on the next iteration. One callback per
+        refill instead of one done-callback per task keeps the hot path cheap (~30% faster)."""
+        self._fresh_check_scheduled = False
+        fresh, self._fresh = self._fresh, []
+        for ep in fresh:
+            if ep.entered or ep.state != _RUNNING:
+                continue
+            task = ep.task
+            if task is not None and task.cancelled():
+                self._external_cancel(ep)
+            else:  # started after this check was queued: look again next iteration
+                self._fresh.append(ep)
+        if self._fresh and not self._fresh_check_scheduled:
+            self._fresh_check_scheduled = True
+            loop = self._loop
+            assert loop is not None
+            loop.call_soon(self._check_fresh)
 
     async def _episode(self, ep: _Episode) -> None:
-        # Running tasks are reachable through self._running; ones we cancel move to self._cancelling
-        # (with a done-callback), so the common path registers no callback at all.
+        # Running tasks are reachable through self._running; ones we cancel also go to
+        # self._cancelling, so that aclose() can wait for them.
+        ep.entered = True
         try:
             if self._timeout is None:
                 traj = await self._runner(ep.prompt_id, ep.version)
@@ -690,10 +758,19 @@ class RolloutScheduler:
             msg = f"episode exceeded episode_timeout={self._timeout}s" if not str(e) else f"TimeoutError: {e}"
             traj = Trajectory(ep.prompt_id, status=Status.TIMEOUT, error=msg)
         except asyncio.CancelledError:
-            if ep.state == _RUNNING:  # cancelled from outside (loop shutdown), not by us
-                self._external_cancel(ep)
+            if ep.state != _RUNNING:
+                return  # we cancelled it (surplus, straggler, shutdown) and have accounted for it
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                self._external_cancel(ep)  # someone else cancelled the task (e.g. loop shutdown)
                 raise
-            return
+            # The runner raised CancelledError although nobody cancelled it (an inner wait gave
+            # up, a library converted an error): an episode failure like any other, retried.
+            traj = Trajectory(
+                ep.prompt_id,
+                status=Status.CANCELLED,
+                error="runner raised CancelledError without its task being cancelled",
+            )
         except Exception as e:
             traj = Trajectory(ep.prompt_id, status=Status.ENV_ERROR, error=f"{type(e).__name__}: {e}")
         if ep.state == _RUNNING:
@@ -737,6 +814,7 @@ class RolloutScheduler:
                 c.failed += 1
             self._failures.append(traj)
             if len(self._failures) > 10_000:  # a consumer that never comes back must not exhaust memory
+                log.warning("10,000 failure records not collected by a batch; forgetting the oldest 5,000")
                 del self._failures[:5_000]
             self._record(unit.prompt_id, now - ep.started_at, False)
             self._consecutive_failures += 1
@@ -841,17 +919,46 @@ class RolloutScheduler:
         task = ep.task
         if task is not None and not task.done():
             task.cancel()
-            self._cancelling.add(task)
-            task.add_done_callback(self._cancelling.discard)
+            cancelling = self._cancelling
+            cancelling.append(task)
+            if len(cancelling) >= self._cancelling_prune_at:  # amortised O(1), no per-task callback
+                cancelling[:] = [t for t in cancelling if not t.done()]
+                self._cancelling_prune_at = max(1024, 2 * len(cancelling))
 
     def _external_cancel(self, ep: _Episode) -> None:
+        """An episode task cancelled by someone else: count it as cancelled and detach it from its
+        unit, so a group never waits for a member that will not come back. Nothing new is launched
+        from here (this is how loop shutdown looks, and tasks created during it would leak): the
+        freed slots are refilled when the next episode finishes, or by a waiting consumer once
+        nothing runs at all (see `_wait`)."""
         loop = self._loop
         assert loop is not None
-        self._advance(loop.time())
+        now = loop.time()
+        self._advance(now)
         ep.state = _ENDED
         del self._running[ep.eid]
         self._c.running -= 1
         self._c.cancelled += 1
+        self._record(ep.prompt_id, now - ep.started_at, False)
+        self._failures.append(
+            Trajectory(
+                ep.prompt_id,
+                status=Status.CANCELLED,
+                policy_version=ep.version,
+                episode_id=ep.eid,
+                started_at=ep.started_at,
+                finished_at=now,
+                error="episode task cancelled from outside the scheduler",
+            )
+        )
+        unit = ep.unit
+        unit.outstanding -= 1
+        if unit.alive and unit.outstanding == 0 and not self._closed:
+            try:
+                self._complete(unit)
+            except Exception as e:
+                self._set_error(e)
+        self._wake()
 
     def _drop_stale(self, unit: _Unit) -> None:
         c = self._c

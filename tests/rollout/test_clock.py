@@ -64,3 +64,22 @@ def test_cancelled_timers_do_not_move_the_clock() -> None:
     loop = VirtualTimeLoop()
     assert isinstance(loop, asyncio.AbstractEventLoop) and loop.time() == 0.0
     loop.close()
+
+
+@pytest.mark.timeout(10)
+def test_thread_work_takes_zero_virtual_time() -> None:
+    """While a thread computes, virtual timers must not fire (they would time out real work)."""
+
+    async def main() -> tuple[float, bool, float]:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        sleeper = asyncio.create_task(asyncio.sleep(1.0))
+        async with asyncio.timeout(5.0):  # a virtual deadline around real work
+            await asyncio.to_thread(time.sleep, 0.2)
+        during = loop.time() - t0
+        done_during = sleeper.done()
+        await sleeper
+        return during, done_during, loop.time() - t0
+
+    during, done_during, after = run_virtual(main())
+    assert during == 0.0 and not done_during and after == 1.0

@@ -141,7 +141,7 @@ def test_paper_fig5_scheduler_matches_order_statistics() -> None:
 
     async def main() -> list[tuple[float, float]]:
         out = []
-        for seed in range(40):
+        for seed in range(100):
             spo = await run_arm(preset.arm("spo"), preset.profile, seed=seed, n_prompts=preset.n_prompts)
             grpo = await run_arm(preset.arm("grpo"), preset.profile, seed=seed, n_prompts=preset.n_prompts)
             out.append((spo.assembly_s[0], grpo.assembly_s[0]))
@@ -150,9 +150,45 @@ def test_paper_fig5_scheduler_matches_order_statistics() -> None:
     sim = run_virtual(main())
     for seed, (spo, grpo) in enumerate(sim):
         ref_spo, ref_grpo = _order_statistic_times(seed)
-        assert spo == pytest.approx(ref_spo, rel=0.01)
-        assert grpo == pytest.approx(ref_grpo, rel=0.01)
+        # The issue asks for 1%; the virtual clock is exact, so they agree to float precision.
+        assert spo == pytest.approx(ref_spo, rel=1e-9)
+        assert grpo == pytest.approx(ref_grpo, rel=1e-9)
         assert grpo / spo == pytest.approx(ref_grpo / ref_spo, rel=0.01)
+
+
+def _expected_order_statistic(cdf, k: int, n: int) -> tuple[float, float]:
+    """Mean and median of the k-th smallest of n i.i.d. draws with CDF `cdf`, by integration:
+    P(X_(k:n) > x) = P(Binomial(n, F(x)) < k)."""
+    from scipy import integrate, optimize, stats
+
+    def survival(x: float) -> float:
+        return float(stats.binom.cdf(k - 1, n, cdf(x)))
+
+    mean = integrate.quad(survival, 0.0, 600.0, points=[79, 138, 449, 560], limit=200)[0]
+    median = optimize.brentq(lambda x: survival(x) - 0.5, 1.0, 600.0)
+    return mean, median
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_paper_fig5_distribution_matches_order_statistics_integrals() -> None:
+    """1000 seeds through `simulate()` against the exact order-statistic distribution of the fitted
+    mixture (numerical integration, neither sampler nor scheduler involved)."""
+    from agentrl.simulate import simulate
+
+    def F(x: float) -> float:  # the fitted paper-fig5 mixture's CDF
+        body = min(max((x - 79.0) / 59.0, 0.0), 1.0)
+        tail = min(max((x - 449.0) / 111.0, 0.0), 1.0)
+        return 0.875 * body + 0.125 * tail
+
+    spo_mean, spo_median = _expected_order_statistic(F, 24, 48)  # 24th of 48 trajectories
+    grpo_mean, grpo_median = _expected_order_statistic(lambda x: F(x) ** 8, 3, 6)  # 3rd of 6 groups
+    res = simulate(get_preset("paper-fig5"), 1000)
+    spo, grpo = res["arms"]["spo"]["time_per_batch"], res["arms"]["grpo"]["time_per_batch"]
+    assert spo["mean"] == pytest.approx(spo_mean, rel=0.01)
+    assert spo["median"] == pytest.approx(spo_median, rel=0.01)
+    assert grpo["median"] == pytest.approx(grpo_median, rel=0.01)
+    assert grpo["mean"] == pytest.approx(grpo_mean, rel=0.03)  # bimodal: standard error ~1.5%
 
 
 # ---------------------------------------------------------------- async regime and staleness
@@ -231,35 +267,6 @@ def test_async_stall_is_an_error_not_a_hang() -> None:
     sched.check_accounting()
 
 
-# ---------------------------------------------------------------- utilisation under finite slots
-
-
-@pytest.mark.timeout(30)
-def test_stream_keeps_slots_busy_under_heavy_tail(capsys: pytest.CaptureFixture[str]) -> None:
-    profile = EpisodeProfile(duration=LogNormal(30.0, 1.5))
-    util = {}
-    for mode in ("stream", "group"):
-        for regime, staleness in (("async", None), ("async", 4), ("sync", None)):
-            cfg = SchedulerConfig(
-                mode=mode,
-                batch_size=32,
-                group_size=8,
-                regime=regime,
-                max_concurrency=16,
-                max_staleness=staleness,
-                watchdog_s=None,
-            )
-            sched = RolloutScheduler(TinySampler(seed=5), SimulatedRunner(profile, seed=5), cfg)
-            steady = _collect(sched, 30, step=10.0)[5:]
-            busy = sum(b.metrics.slot_utilisation * b.metrics.window_s for b in steady)
-            util[mode, regime, staleness] = busy / sum(b.metrics.window_s for b in steady)
-    with capsys.disabled():
-        print("\nslot utilisation, 16 slots, lognormal(median 30 s, sigma 1.5), 10 s learner step:")
-        for (mode, regime, s), u in util.items():
-            print(f"  {mode:<6} {regime:<5} max_staleness={s}: {u:.3f}")
-    assert util["stream", "async", None] >= 0.95
-
-
 # ---------------------------------------------------------------- faults
 
 
@@ -335,18 +342,25 @@ def test_loop_shutdown_without_aclose_accounts_and_does_not_warn(caplog: pytest.
 
 
 @pytest.mark.timeout(20)
-def test_watchdog_lists_stuck_episodes() -> None:
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"batch_size": 10},
+        {"batch_size": 8, "mode": "group", "group_size": 4, "regime": "async", "max_concurrency": 16},
+    ],
+)
+def test_watchdog_lists_stuck_episodes(kw: dict) -> None:
     async def runner(prompt_id: str, version: int) -> Trajectory:
         await asyncio.sleep(1e9 if prompt_id.endswith("7") else 1.0)
         return Trajectory(prompt_id)
 
     sampler = TinySampler(n=10, seed=0)
-    cfg = SchedulerConfig(batch_size=10, watchdog_s=300.0)
+    cfg = SchedulerConfig(watchdog_s=300.0, **kw)
     sched = RolloutScheduler(sampler, runner, cfg)
 
     async def main() -> None:
         async with sched:
-            async for _ in sched.batches(1):
+            async for _ in sched.batches(1000):  # async: stuck groups pile up until no slot is left
                 pass
 
     with pytest.raises(WatchdogError) as ei:
@@ -395,27 +409,33 @@ def test_bad_runner_return_is_recorded_not_raised() -> None:
 
 
 @pytest.mark.timeout(20)
-@pytest.mark.parametrize("policy", ["drop", "partial"])
+@pytest.mark.parametrize("policy", ["wait", "drop", "partial"])
 def test_group_deadline_straggler_policies(policy: str) -> None:
     profile = EpisodeProfile(duration=get_preset("paper-fig5").profile.duration)
+    deadline = {} if policy == "wait" else {"group_deadline": 200.0}
     cfg = SchedulerConfig(
-        mode="group",
-        batch_size=24,
-        group_size=8,
-        group_deadline=200.0,
-        straggler_policy=policy,
-        min_group_size=4,
-    )
+        mode="group", batch_size=24, group_size=8, straggler_policy=policy, min_group_size=4, **deadline
+    )  # type: ignore[arg-type]
     sched = RolloutScheduler(TinySampler(seed=9), SimulatedRunner(profile, seed=9), cfg)
     batches = _collect(sched, 10)
     for b in batches:
+        assert len(b.groups) == 3
         for g in b.groups:
-            assert all(t.duration <= 200.0 for t in g)
-            if policy == "drop":
+            if policy == "wait":  # whole groups, however slow; the batch waits for the 3rd group
                 assert len(g) == 8
             else:
-                assert 4 <= len(g) <= 8
-    assert sched.counts.discarded > 0
+                assert all(t.duration <= 200.0 for t in g)
+                assert len(g) == 8 if policy == "drop" else 4 <= len(g) <= 8
+        if policy == "wait":
+            slowest = max(t.finished_at for t in b.trajectories)
+            assert b.metrics.emitted_at == slowest
+    c = sched.counts
+    if policy == "wait":
+        assert c.discarded == 0
+        assert any(t.duration > 400 for b in batches for t in b.trajectories)  # stragglers kept
+    else:
+        assert c.discarded > 0
+        assert all(t.duration <= 200.0 for b in batches for t in b.trajectories)
     if policy == "partial":
         assert any(len(g) < 8 for b in batches for g in b.groups)
 
@@ -434,6 +454,26 @@ def test_bias_metric_shows_who_is_starved() -> None:
     stats = sched.prompt_stats()
     assert sum(s.sampled for s in stats.values()) == 20 * 48
     assert sum(s.reached for s in stats.values()) == 20 * 24
+    per_prompt = sched.prompt_bias()  # the same question asked per prompt
+    assert per_prompt.n == sum(s.episodes > 0 for s in stats.values())
+    assert per_prompt.rank_correlation is not None and per_prompt.rank_correlation < -0.3
+    assert per_prompt.acceptance_by_quartile[0] > per_prompt.acceptance_by_quartile[-1]
+
+
+def test_fast_mixture_sampling_is_bit_identical_to_the_latency_model() -> None:
+    from agentrl.envs.latency import Mixture
+    from agentrl.rollout.simulated import fast_sampler
+
+    models = [
+        get_preset("paper-fig5").profile.duration,
+        Mixture((Uniform(1, 2), LogNormal(3.0, 0.5), Pareto(1.0, 2.0)), (0.2, 0.3, 0.5)),
+        Mixture.straggler(Mixture.straggler(Uniform(0, 1), Uniform(5, 6), 0.1), Uniform(9, 10), 0.001),
+    ]
+    for model in models:
+        fast = fast_sampler(model)
+        a, b = np.random.default_rng(7), np.random.default_rng(7)
+        assert [model.sample(a) for _ in range(5000)] == [fast(b) for _ in range(5000)]
+        assert a.random() == b.random()  # same generator consumption
 
 
 # ---------------------------------------------------------------- reproducibility and real time

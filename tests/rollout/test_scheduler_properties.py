@@ -17,7 +17,7 @@ from .conftest import TinySampler
 
 
 @st.composite
-def configs(draw: st.DrawFn) -> tuple[SchedulerConfig, float, float, int]:
+def configs(draw: st.DrawFn) -> tuple[SchedulerConfig, float, float, int, bool]:
     mode = draw(st.sampled_from(["stream", "group"]))
     G = draw(st.sampled_from([2, 4])) if mode == "group" else 1
     B = G * draw(st.integers(1, 4))
@@ -43,14 +43,17 @@ def configs(draw: st.DrawFn) -> tuple[SchedulerConfig, float, float, int]:
     fail = draw(st.sampled_from([0.0, 0.1, 0.3]))
     hang = draw(st.sampled_from([0.0, 0.05])) if kw["episode_timeout"] else 0.0
     bump = draw(st.sampled_from([1, 2]))
-    return SchedulerConfig(**kw), fail, hang, bump
+    cancel = draw(st.booleans())  # an outside party cancels a running episode after each batch
+    return SchedulerConfig(**kw), fail, hang, bump, cancel
 
 
 @pytest.mark.timeout(60)
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(configs(), st.integers(0, 10_000))
-def test_accounting_always_balances(setup: tuple[SchedulerConfig, float, float, int], seed: int) -> None:
-    cfg, fail, hang, bump = setup
+def test_accounting_always_balances(
+    setup: tuple[SchedulerConfig, float, float, int, bool], seed: int
+) -> None:
+    cfg, fail, hang, bump, cancel = setup
     runner = SimulatedRunner(
         EpisodeProfile(duration=LogNormal(5.0, 1.0)), seed=seed, failure_rate=fail, hang_rate=hang, hang_s=1e5
     )
@@ -70,6 +73,9 @@ def test_accounting_always_balances(setup: tuple[SchedulerConfig, float, float, 
                 n += 1
                 await asyncio.sleep(1.0)
                 sched.set_policy_version(sched.policy_version + bump)
+                running = [e.task for e in sched._running.values() if e.task is not None]
+                if cancel and running:
+                    running[seed % len(running)].cancel()
         return n
 
     assert run_virtual(main()) == 6
