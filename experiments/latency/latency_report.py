@@ -111,39 +111,39 @@ def _plot_training(results: dict[str, Any], target: float, path: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
     for _key, res in sorted((k, v) for k, v in results.items() if k.startswith("training/")):
         name = res["arm"]
-        run = res["runs"][0]
-        c = run["curve"]
-        t = np.array([p["t"] for p in c]) / 3600
-        n = np.array([p["consumed"] for p in c])
-        mp_ = np.array([p["mean_p"] for p in c])
+        c = res["curve"]
+        t = np.array(c["t"]) / 3600
+        n = np.array(c["consumed"])
+        mp_ = np.array(c["mean_p"])
         axes[0].plot(n, mp_, label=name)
         axes[1].plot(t, mp_, label=name)
-        if res["algo"] == "grpo":
-            axes[2].plot(
-                np.array([p["batch"] for p in c]),
-                [p["degenerate"] for p in c],
-                label=f"{name}: degenerate groups",
-            )
-        else:
-            axes[2].plot(
-                np.array([p["batch"] for p in c]),
-                [p["near_zero_adv"] for p in c],
-                ls=":",
-                label=f"{name}: |A| < 0.02",
-            )
+        key, what, ls = (
+            ("degenerate_by_decile", "degenerate groups", "-")
+            if res["algo"] == "grpo"
+            else ("near_zero_adv_by_decile", "|A| < 0.02", ":")
+        )
+        axes[2].plot(np.arange(5, 100, 10), res[key], ls=ls, marker="o", ms=3, label=f"{name}: {what}")
     for ax in axes[:2]:
         ax.axhline(target, color="gray", ls="--", lw=0.8)
         ax.set_ylabel("pool-mean success probability")
     axes[0].set_xlabel("trajectories trained on")
     axes[1].set_xlabel("virtual hours")
-    axes[2].set_xlabel("learner step")
+    axes[2].set_xlabel("% of training (mean over each tenth of the learner steps)")
     axes[2].set_ylabel("fraction")
     axes[1].legend(fontsize=8)
     axes[2].legend(fontsize=7)
-    fig.suptitle("end-to-end simulated training (seed 0): learning curves and degenerate-group fraction")
+    fig.suptitle(
+        "end-to-end simulated training (mean over seeds): learning curves and degenerate-group fraction"
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _training_keys(results: dict[str, Any]) -> list[str]:
+    """Training arms in a fixed order (GRPO first), whatever order the workers finished in."""
+    keys = [k for k in results if k.startswith("training/")]
+    return sorted(keys, key=lambda k: (results[k].get("algo") != "grpo", len(k), k))
 
 
 def render_markdown(cfg: dict[str, Any], results: dict[str, Any], wall: float, quick: bool) -> str:
@@ -168,7 +168,9 @@ def render_markdown(cfg: dict[str, Any], results: dict[str, Any], wall: float, q
         "",
         "Latency model, exactly: "
         + f"`{describe_profile(P['fig5'])}`"
-        + " (fitted; see `agentrl/rollout/presets.py`). "
+        + ", i.e. each trajectory's duration is, independently, Uniform(79, 138) s with probability 7/8 and "
+        "Uniform(449, 560) s with probability 1/8 (the straggler mixture fitted to the paper's printed draw; "
+        "the fit is derived in `agentrl/rollout/presets.py`). "
         "B = 24, G = 8, 2x over-provisioning for both methods, unlimited slots, sync, one batch per seed.",
         "",
         "| setting | seeds | SPO time s median [5,95] | GRPO time s median [5,95] | speedup median | mean | 5–95% | share of seeds ≥ 4.35 |",
@@ -197,9 +199,19 @@ def render_markdown(cfg: dict[str, Any], results: dict[str, Any], wall: float, q
     oc = rep.get("order_check", {})
     if oc:
         L.append(
-            f"- Scheduler vs order statistics (B-th of 48 durations; 3rd of 6 group maxima), {oc['seeds']} seeds: "
-            f"max relative error SPO {oc['max_rel_error_spo']:.2e}, GRPO {oc['max_rel_error_grpo']:.2e}."
+            f"- Scheduler vs order statistics, seed by seed: SPO's batch time is the 24th smallest of its 48 sampled "
+            f"durations and GRPO's the 3rd smallest of its 6 group maxima, recomputed from the same keyed draws "
+            f"without the scheduler. {oc['seeds']} seeds: max relative error SPO {oc['max_rel_error_spo']:.1e}, "
+            f"GRPO {oc['max_rel_error_grpo']:.1e} (floating-point noise of the virtual clock)."
         )
+        if "expected_spo" in oc:
+            L.append(
+                "- Scheduler vs order statistics, in distribution: E[X(k:n)] = ∫ P(Bin(n, F(x)) < k) dx by numerical "
+                f"integration of the exact mixture CDF (F^8 for a group maximum). SPO: expected {oc['expected_spo']:.2f} s, "
+                f"simulated mean {oc['sim_mean_spo']:.2f} s (z = {oc['z_spo']:+.2f}); GRPO: expected "
+                f"{oc['expected_grpo']:.2f} s, simulated mean {oc['sim_mean_grpo']:.2f} s (z = {oc['z_grpo']:+.2f}); "
+                "z is the difference in standard errors of the simulated mean."
+            )
     rt = results.get("check/realtime")
     if rt:
         parts = ", ".join(f"{k} {100 * v:.2f}%" for k, v in rt["rel_diff"].items())
@@ -231,7 +243,8 @@ def render_markdown(cfg: dict[str, Any], results: dict[str, Any], wall: float, q
         sl = cfg["sweeps"]["slots"]
         L += [
             f"### finite generation slots (B = 24, G = 8; sync arms 2x over-provisioned; async arms staleness ≤ {sl['staleness']} by admission; "
-            f"learner step {sl['learner_step_s']:g} s; {sl['batches']} batches x {sl['seeds']} seeds)",
+            f"learner step {sl['learner_step_s']:g} s; {sl['batches']} batches x {sl['seeds']} seeds, time per batch "
+            f"over batches {sl.get('warmup', 0) + 1}–{sl['batches']})",
             "",
             "| slots | sync: GRPO/SPO | async: GRPO/SPO | SPO sync / SPO async | GRPO sync / SPO async | slot util spo-sync / grpo-sync / spo-async / grpo-async |",
             "| --- | --- | --- | --- | --- | --- |",
@@ -249,11 +262,23 @@ def render_markdown(cfg: dict[str, Any], results: dict[str, Any], wall: float, q
             )
         L.append("")
     L += ["![sweeps](sweeps.png)", "", "## 4. Fair baselines (fig5 profile, B = 24, G = 8)", ""]
-    for key in sorted(k for k in results if k.startswith("baselines/")):
+    L += [
+        "Sync arms: 2x over-provisioned rounds (GRPO variants: at the deadline, `drop` discards unfinished groups and "
+        "launches fresh ones, `partial` keeps groups with at least 4 finished members). Async arms: no rounds; "
+        "unlimited slots, new work admitted only while every open unit can still land within S policy versions "
+        "(admission pacing: slow prompts are never dropped); their time per batch is the steady state, after a "
+        "warm-up of the first batches, which come from the start-up burst of (S+1)·B launches and would "
+        "flatter them. The drop-stale arm keeps 48 slots busy and drops work that is over-stale at batch time "
+        "(`admission: none`).",
+        "",
+    ]
+    for key in sorted((k for k in results if k.startswith("baselines/")), key=lambda k: ("/async/" in k, k)):
         r = results[key]
         j = r["job"]
+        steady = f", time per batch over batches {j['warmup'] + 1}–{j['batches']}" if j.get("warmup") else ""
         L += [
-            f"### learner step {j['learner_step_s']:g} s ({j['batches']} batches x {j['seeds']} seeds)",
+            f"### {key.split('/')[1]} arms, learner step {j['learner_step_s']:g} s "
+            f"({j['batches']} batches x {j['seeds']} seeds{steady})",
             "",
             "| arm | time/batch s mean | speedup over GRPO (ratio of means [95% CI]) | SPO's speedup over it | consumed/launched | degenerate groups | latency–acceptance rank corr |",
             "| --- | --- | --- | --- | --- | --- | --- |",
@@ -288,7 +313,7 @@ def render_markdown(cfg: dict[str, Any], results: dict[str, Any], wall: float, q
         "| arm | reached target | trajectories to target (median) | launched to target | virtual hours to target | trajectories/s | final mean p | hard-prompt reach ratio | slow-prompt reach ratio |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
-    for key in [k for k in results if k.startswith("training/")]:
+    for key in _training_keys(results):
         r = results[key]
         init = r["runs"][0]["init_samples"]
         st = r["samples_to_target"]
@@ -306,22 +331,19 @@ def render_markdown(cfg: dict[str, Any], results: dict[str, Any], wall: float, q
         "",
     ]
     deg_rows = []
-    for key in [k for k in results if k.startswith("training/")]:
+    for key in _training_keys(results):
         r = results[key]
-        c = r["runs"][0]["curve"]
-        if r["algo"] == "grpo":
-            n = len(c)
-            parts = [c[i]["degenerate"] for i in (0, n // 4, n // 2, 3 * n // 4, n - 1)]
-            deg_rows.append(f"| {r['arm']} | degenerate groups | " + " | ".join(_f(x) for x in parts) + " |")
-        else:
-            n = len(c)
-            parts = [c[i]["near_zero_adv"] for i in (0, n // 4, n // 2, 3 * n // 4, n - 1)]
-            deg_rows.append(f"| {r['arm']} | |A| < 0.02 | " + " | ".join(_f(x) for x in parts) + " |")
+        grp = r["algo"] == "grpo"
+        parts = r["degenerate_by_decile" if grp else "near_zero_adv_by_decile"]
+        what = "degenerate groups" if grp else "share with abs(A) < 0.02"
+        deg_rows.append(f"| {r['arm']} | {what} | " + " | ".join(_f(x) for x in parts) + " |")
     L += [
-        "Degenerate-group fraction over training (GRPO; seed 0), and SPO's near-zero advantage fraction:",
+        f"Degenerate-group fraction over training (GRPO: groups whose {tr['group_size']} rewards are all equal), and, "
+        "for SPO, the share of trajectories with a near-zero advantage; mean over each tenth of the learner steps "
+        f"and over {tr['seeds']} seeds:",
         "",
-        "| arm | metric | start | 25% | 50% | 75% | end |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| arm | metric | " + " | ".join(f"{10 * i}–{10 * i + 10}%" for i in range(10)) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in range(10)) + " |",
         *deg_rows,
         "",
         "![training](training.png)",
@@ -365,6 +387,17 @@ def render_markdown(cfg: dict[str, Any], results: dict[str, Any], wall: float, q
     return "\n".join(L) + "\n"
 
 
+def _rounded(x: Any, digits: int = 5) -> Any:
+    """Floats to `digits` significant digits, so results.json stays small and diffs stay readable."""
+    if isinstance(x, float):
+        return float(f"{x:.{digits}g}") if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _rounded(v, digits) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_rounded(v, digits) for v in x]
+    return x
+
+
 def write_outputs(
     out: Path,
     cfg: dict[str, Any],
@@ -375,7 +408,7 @@ def write_outputs(
     quick: bool,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"config": raw_cfg, "quick": quick, "wall_s": wall, "results": results}
+    payload = {"config": raw_cfg, "quick": quick, "wall_s": wall, "results": _rounded(results)}
     (out / "results.json").write_text(json.dumps(payload, indent=1, default=str))
     (out / "results.md").write_text(render_markdown(cfg, results, wall, quick))
     _plot_histogram(

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+import warnings
 from typing import Any
 
 import numpy as np
@@ -87,7 +88,8 @@ class LearningRunner(SimulatedRunner):
 def _bern_kl(p: np.ndarray, q: np.ndarray) -> np.ndarray:
     p = np.clip(p, 1e-9, 1 - 1e-9)
     q = np.clip(q, 1e-9, 1 - 1e-9)
-    return p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
+    kl = p * np.log(p / q) + (1 - p) * np.log((1 - p) / (1 - q))
+    return np.maximum(kl, 0.0)  # >= 0 exactly; rounding can give -1e-17 for p == q, which the tracker rejects
 
 
 async def train(job: dict[str, Any], arm_spec: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -195,6 +197,7 @@ def job_training(job: dict[str, Any]) -> dict[str, Any]:
         for s in range(job.get("seed0", 0), job.get("seed0", 0) + job["seeds"])
     ]
     hit = [r["target"] for r in runs if r["target"] is not None]
+    curve = mean_curve([r.pop("curve") for r in runs], job.get("curve_points", 100))
     out = {
         "arm": job["arm"]["name"],
         "algo": job["arm"]["algo"],
@@ -207,9 +210,45 @@ def job_training(job: dict[str, Any]) -> dict[str, Any]:
         "reach_ratio_hard": summarize([r["reach_ratio_hard"] for r in runs]),
         "reach_ratio_slow": summarize([r["reach_ratio_slow"] for r in runs]),
         "final_mean_p": summarize([r["final_mean_p"] for r in runs]),
+        "degenerate_by_decile": decile_means(curve["degenerate_full"]),
+        "near_zero_adv_by_decile": decile_means(curve["near_zero_adv_full"]),
+        "curve": {k: v for k, v in curve.items() if not k.endswith("_full")},
         "wall_s": time.perf_counter() - t0,
     }
     return out
 
 
-__all__ = ["LearningPolicy", "LearningRunner", "job_training", "train"]
+def mean_curve(curves: list[list[dict[str, float]]], points: int) -> dict[str, list[float]]:
+    """Seed-mean learning curve per learner step, thinned to about `points` steps for the JSON.
+
+    The degenerate and near-zero-advantage fractions are kept at every step (`*_full`) for the
+    decile table; they are noisy per batch, so only means over many batches and seeds are reported.
+    """
+    n = min(len(c) for c in curves)
+    keys = ("t", "consumed", "launched", "mean_p", "degenerate", "near_zero_adv")
+    full = {k: _nanmean(np.array([[c[i][k] for i in range(n)] for c in curves]), axis=0) for k in keys}
+    step = max(1, -(-n // points))
+    idx = list(range(0, n, step))
+    if idx[-1] != n - 1:
+        idx.append(n - 1)
+    out: dict[str, list[float]] = {"batch": [i + 1 for i in idx]}
+    out.update({k: [float(full[k][i]) for i in idx] for k in keys})
+    out["degenerate_full"] = full["degenerate"].tolist()
+    out["near_zero_adv_full"] = full["near_zero_adv"].tolist()
+    return out
+
+
+def decile_means(x: list[float]) -> list[float]:
+    """Mean of a per-step series over each tenth of training (first tenth first)."""
+    parts = np.array_split(np.asarray(x, dtype=float), 10)
+    return [float(_nanmean(p)) for p in parts]
+
+
+def _nanmean(x: np.ndarray, axis: int | None = None) -> Any:
+    """`np.nanmean` without the warning for all-NaN slices (SPO batches have no groups: NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(x, axis=axis)
+
+
+__all__ = ["LearningPolicy", "LearningRunner", "decile_means", "job_training", "mean_curve", "train"]

@@ -53,10 +53,13 @@ def quick_config(cfg: dict[str, Any]) -> dict[str, Any]:
     sw["lognormal"]["sigma"] = sw["lognormal"]["sigma"][:2]
     sw["pareto"]["alpha"] = sw["pareto"]["alpha"][-2:]
     sw["group_size"]["values"] = sw["group_size"]["values"][:2]
-    sw["slots"].update(values=sw["slots"]["values"][-2:], seeds=4, batches=2)
-    q["baselines"].update(seeds=6, batches=2, learner_step_s=[0.0], deadlines=[200.0])
+    sw["slots"].update(values=sw["slots"]["values"][-2:], seeds=4, batches=4, warmup=2)
+    bl = q["baselines"]
+    bl["learner_step_s"] = bl["learner_step_s"][:1]
+    bl["sync"].update(seeds=6, batches=3, warmup=1, deadlines=[200.0])
+    bl["async"].update(seeds=4, batches=6, warmup=2)
     q["agentic"].update(seeds=4)
-    q["agentic"]["slots"].update(seeds=2, batches=2)
+    q["agentic"]["slots"].update(seeds=2, batches=4, warmup=2)
     q["training"].update(seeds=1, batches=12, n_prompts=128)
     q["realtime"].update(scale=5000.0, batches=1)
     return q
@@ -145,6 +148,7 @@ def build_jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
             arms,
             seeds=sl["seeds"],
             batches=sl["batches"],
+            warmup=sl.get("warmup", 0),
             learner_step_s=sl["learner_step_s"],
             ratios=[
                 ("grpo-sync", "spo-sync"),
@@ -155,38 +159,55 @@ def build_jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
         )
 
     bl = cfg["baselines"]
+    bs, ba = bl["sync"], bl["async"]
     grpo = {"mode": "group", "batch_size": 24, "group_size": 8, "overprovision": 2.0}
-    arms = paper_arms()
-    for d in bl["deadlines"]:
-        arms.append({"name": f"grpo-drop@{d:g}", **grpo, "group_deadline": d, "straggler_policy": "drop"})
-        arms.append(
+    sync_arms = paper_arms()
+    for d in bs["deadlines"]:
+        sync_arms.append(
+            {"name": f"grpo-drop@{d:g}", **grpo, "group_deadline": d, "straggler_policy": "drop"}
+        )
+        sync_arms.append(
             {
                 "name": f"grpo-partial@{d:g}",
                 **grpo,
                 "group_deadline": d,
                 "straggler_policy": "partial",
-                "min_group_size": bl["partial_min_group"],
+                "min_group_size": bs["partial_min_group"],
             }
         )
-    for S in bl["async_staleness"]:
+    async_arm_list = paper_arms()
+    for S in ba["staleness"]:
         spo_a, grpo_a = async_arms(24, 8, None, S)
-        arms += [dict(spo_a, name=f"spo-async(S={S})"), dict(grpo_a, name=f"grpo-async(S={S})")]
-    names = [a["name"] for a in arms]
-    for ls in bl["learner_step_s"]:
-        jobs.append(
-            {
-                "id": f"baselines/learner{ls:g}",
-                "kind": "compare",
-                "profile": P["fig5"],
-                "arms": arms,
-                "seeds": bl["seeds"],
-                "seed0": s0,
-                "batches": bl["batches"],
-                "learner_step_s": ls,
-                "ratios": [("grpo", x) for x in names if x != "grpo"]
-                + [(x, "spo") for x in names if x not in ("spo", "grpo")],
-            }
+        async_arm_list += [dict(spo_a, name=f"spo-async(S={S})"), dict(grpo_a, name=f"grpo-async(S={S})")]
+    if ba.get("drop_stale_slots"):
+        c = ba["drop_stale_slots"]
+        spo_d = async_arms(24, 8, c, 1)[0]
+        async_arm_list.append(
+            dict(spo_d, name=f"spo-async(S=1, {c} slots, drop stale)", admission="none", stale_policy="drop")
         )
+
+    def ratios_for(arms: list[dict[str, Any]]) -> list[tuple[str, str]]:
+        names = [a["name"] for a in arms]
+        return [("grpo", x) for x in names if x != "grpo"] + [
+            (x, "spo") for x in names if x not in ("spo", "grpo")
+        ]
+
+    for ls in bl["learner_step_s"]:
+        for regime, arms_, b in (("sync", sync_arms, bs), ("async", async_arm_list, ba)):
+            jobs.append(
+                {
+                    "id": f"baselines/{regime}/learner{ls:g}",
+                    "kind": "compare",
+                    "profile": P["fig5"],
+                    "arms": arms_,
+                    "seeds": b["seeds"],
+                    "seed0": s0,
+                    "batches": b["batches"],
+                    "warmup": b.get("warmup", 0),
+                    "learner_step_s": ls,
+                    "ratios": ratios_for(arms_),
+                }
+            )
 
     ag = cfg["agentic"]
     for name in ("multiturn_mixture", "multiturn_trace"):
@@ -219,6 +240,7 @@ def build_jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
                 "seeds": a["seeds"],
                 "seed0": s0,
                 "batches": a["batches"],
+                "warmup": a.get("warmup", 0),
                 "learner_step_s": a["learner_step_s"],
                 "ratios": [
                     ("grpo-sync", "spo-sync"),
@@ -289,6 +311,19 @@ def build_jobs(cfg: dict[str, Any]) -> list[dict[str, Any]]:
     return jobs
 
 
+def job_cost(job: dict[str, Any]) -> float:
+    """Rough relative CPU cost of a job (episode-batches simulated), only used to order the queue."""
+    if job["kind"] == "reproduction":
+        return 4.0 * job["seeds"] * (2 if job.get("order_check", True) else 1)
+    if job["kind"] == "training":
+        arm = job["arm"]
+        return 2.0 * job["seeds"] * job["batches"] * arm["batch_size"] / 24 * arm.get("overprovision", 1.0)
+    arms = job.get("arms", [])
+    width = max((a.get("batch_size", 24) * a.get("overprovision", 1.0) for a in arms), default=48) / 24
+    multiturn = 3.0 if "turns" in job.get("profile", {}) else 1.0
+    return job["seeds"] * job.get("batches", 1) * len(arms) * width * multiturn
+
+
 def realtime_job(cfg: dict[str, Any]) -> dict[str, Any]:
     rt = cfg["realtime"]
     d = copy.deepcopy(cfg["profiles"]["fig5"])
@@ -308,8 +343,8 @@ def run_all(cfg: dict[str, Any], workers: int, log: Any = print) -> dict[str, An
     jobs = build_jobs(cfg)
     results: dict[str, Any] = {}
     t0 = time.perf_counter()
-    # Longest first, so two workers finish together.
-    order = sorted(jobs, key=lambda j: (j["kind"] != "training", j["kind"] != "reproduction"))
+    # Longest first, so the workers finish together.
+    order = sorted(jobs, key=job_cost, reverse=True)
     if workers > 1:
         with mp.get_context("fork").Pool(workers) as pool:
             for jid, res in pool.imap_unordered(run_job, order):

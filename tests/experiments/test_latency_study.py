@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 STUDY = Path(__file__).resolve().parents[2] / "experiments" / "latency"
 sys.path.insert(0, str(STUDY))
@@ -17,7 +19,8 @@ import latency_study  # noqa: E402
 import latency_training  # noqa: E402
 import make_trace  # noqa: E402
 
-from agentrl.envs.latency import Empirical  # noqa: E402
+from agentrl.envs.latency import Empirical, Uniform  # noqa: E402
+from agentrl.rollout.presets import PAPER_FIG5_DURATION  # noqa: E402
 
 FIG5 = {
     "duration": {
@@ -43,6 +46,46 @@ def test_scheduler_matches_order_statistics() -> None:
         direct = latency_study.order_statistics(FIG5, seed=seed, batch=24, group=8, overprovision=2.0)
         assert arms["spo"]["first_assembly_s"][i] == pytest.approx(direct["spo"], rel=1e-12)
         assert arms["grpo"]["first_assembly_s"][i] == pytest.approx(direct["grpo"], rel=1e-12)
+
+
+def test_expected_order_statistic_matches_the_uniform_closed_form() -> None:
+    cdf = latency_study.mixture_cdf(Uniform(0.0, 1.0))
+    for k, n in ((1, 1), (3, 6), (24, 48)):
+        assert latency_study.expected_order_statistic(cdf, k, n, 1.0) == pytest.approx(k / (n + 1), rel=1e-6)
+
+
+def test_expected_paper_times_agree_with_the_preset_fit() -> None:
+    exp = latency_study.expected_paper_times(FIG5)
+    assert exp["spo"] == pytest.approx(112.03, abs=0.01)  # the value presets.py states for its fit
+    assert 130 < exp["grpo"] < 560
+
+
+def test_config_fig5_is_the_preset_fit() -> None:
+    cfg = yaml.safe_load((STUDY / "config.yaml").read_text())
+    assert cfg["profiles"]["fig5"] == FIG5
+    assert repr(latency_study.make_profile(FIG5).duration) == repr(PAPER_FIG5_DURATION)
+
+
+def test_warmup_is_validated_and_only_trims_the_start() -> None:
+    arms = latency_study.async_arms(24, 8, None, 4)[:1]
+    with pytest.raises(ValueError, match="warmup"):
+        latency_study.compare(FIG5, arms, seeds=1, batches=2, warmup=2)
+    full = latency_study.compare(FIG5, arms, seeds=2, batches=8)["spo"]["time_per_batch"]
+    steady = latency_study.compare(FIG5, arms, seeds=2, batches=8, warmup=4)["spo"]["time_per_batch"]
+    # the first batches come from the start-up burst of (S+1)·B launches: faster than steady state
+    assert all(s > f for s, f in zip(steady, full, strict=True))
+
+
+def test_decile_means_and_mean_curve() -> None:
+    assert latency_training.decile_means([float(i) for i in range(20)]) == [
+        pytest.approx(2 * i + 0.5) for i in range(10)
+    ]
+    assert latency_training.decile_means([math.nan] * 10) == [pytest.approx(math.nan, nan_ok=True)] * 10
+    pt = {"t": 1.0, "consumed": 2, "launched": 3, "mean_p": 0.5, "degenerate": math.nan, "near_zero_adv": 0.1}
+    curve = latency_training.mean_curve([[pt] * 250, [dict(pt, mean_p=0.7)] * 250], points=100)
+    assert curve["batch"][0] == 1 and curve["batch"][-1] == 250
+    assert len(curve["mean_p"]) <= 101 and curve["mean_p"][0] == pytest.approx(0.6)
+    assert len(curve["degenerate_full"]) == 250
 
 
 def test_ratio_stats_is_paired_and_bounded() -> None:
@@ -86,13 +129,16 @@ def test_quick_run_writes_every_output(tmp_path: Path) -> None:
     res = json.loads((tmp_path / "results.json").read_text())["results"]
     oc = res["reproduction/fig5"]["order_check"]
     assert oc["max_rel_error_spo"] < 1e-9 and oc["max_rel_error_grpo"] < 1e-9
+    assert oc["expected_spo"] == pytest.approx(112.03, abs=0.01)
     assert {
         "sweep/straggler_p/0.0",
-        "baselines/learner0",
+        "baselines/sync/learner0",
+        "baselines/async/learner0",
         "agentic/multiturn_trace/paper",
         "check/realtime",
     } <= set(res)
-    assert any(k.startswith("training/") for k in res)
+    tr = [v for k, v in res.items() if k.startswith("training/")]
+    assert tr and all(len(t["degenerate_by_decile"]) == 10 and "curve" in t for t in tr)
     md = (tmp_path / "results.md").read_text()
     for heading in (
         "## 1. Reproduction",
@@ -103,3 +149,9 @@ def test_quick_run_writes_every_output(tmp_path: Path) -> None:
         "## 6. Agentic",
     ):
         assert heading in md
+
+
+def test_bernoulli_kl_is_never_negative() -> None:
+    p = np.random.default_rng(0).random(10_000)
+    assert (latency_training._bern_kl(p, p.copy()) >= 0).all()
+    assert latency_training._bern_kl(np.array([0.2]), np.array([0.6]))[0] > 0
