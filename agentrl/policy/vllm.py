@@ -24,7 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from agentrl.policy.base import PolicyError, PolicyTimeoutError, WeightsSource, check_prompt
+from agentrl.policy.base import (
+    PolicyError,
+    PolicyTimeoutError,
+    WeightsSource,
+    check_prompt,
+    cpu_tensors,
+    untie_for_reload,
+)
 from agentrl.types import Generation, SamplingParams
 
 __all__ = ["VLLMPolicy", "generation_from_output", "sampling_kwargs"]
@@ -135,7 +142,7 @@ class VLLMPolicy:
 
     async def sync_weights(self, version: int, weights: WeightsSource = None) -> None:
         if weights is not None:
-            path = self._materialise(weights)
+            path = await asyncio.to_thread(self._materialise, weights)
             gate, idle = self._sync_primitives()
             gate.clear()
             try:
@@ -150,13 +157,15 @@ class VLLMPolicy:
 
     def _materialise(self, weights: WeightsSource) -> Path:
         if not isinstance(weights, Mapping):
-            return Path(weights).resolve()  # type: ignore[arg-type]
+            path = Path(weights).resolve()  # type: ignore[arg-type]
+            untied = untie_for_reload(path)  # see agentrl.policy.base.untie_for_reload
+            if untied is None:
+                return path
+            weights = untied
         from safetensors.torch import save_file
 
         path = Path(tempfile.mkdtemp(prefix="agentrl-vllm-weights-"))
-        save_file(
-            {k: v.detach().cpu().contiguous() for k, v in weights.items()}, str(path / "model.safetensors")
-        )
+        save_file(cpu_tensors(weights), str(path / "model.safetensors"))
         for old in self._tmp:
             shutil.rmtree(old, ignore_errors=True)
         self._tmp = [path]

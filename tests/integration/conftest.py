@@ -65,6 +65,14 @@ class VLLMServer:
             "4096",
             "--logprobs-mode",
             "processed_logprobs",
+            # vLLM's CPU build cannot rewind the generator of a seeded request whose prefill was
+            # split across steps ("CPU Generator does not use offset" kills the engine), so every
+            # prompt is prefilled in one step.
+            "--no-enable-chunked-prefill",
+            "--max-num-batched-tokens",
+            "4096",
+            # no torch.compile warm-up: the server is ready in seconds instead of minutes
+            "--enforce-eager",
             "--disable-log-stats",
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the process's lifetime)

