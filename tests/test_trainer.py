@@ -50,23 +50,29 @@ def micro_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_micro_model(tmp_path_factory.mktemp("micro"))
 
 
+# Seconds-long training on the micro model (shared with the kill -9 integration test).
+MICRO_OVERRIDES = [
+    "progress=false",
+    "env.max_turns=2",
+    "env.train_prompts=16",
+    "rollout.batch_size=4",
+    "rollout.max_concurrency=4",
+    "rollout.max_new_tokens=12",
+    "rollout.max_tokens=1200",
+    "algo.offline_n0=2",
+    "algo.offline_prompts=4",
+    "eval.tasks=4",
+    "optim.lr=1e-3",
+    "optim.mini_batches=1",
+    "checkpoint_every=1",
+]
+
+
 def micro_config(model_dir: Path, run_root: Path, **top: object) -> TrainConfig:
     overrides = [
         f"model.name={model_dir}",
         f"run_root={run_root}",
-        "progress=false",
-        "env.max_turns=2",
-        "env.train_prompts=16",
-        "rollout.batch_size=4",
-        "rollout.max_concurrency=4",
-        "rollout.max_new_tokens=12",
-        "rollout.max_tokens=1200",
-        "algo.offline_n0=2",
-        "algo.offline_prompts=4",
-        "eval.tasks=4",
-        "optim.lr=1e-3",
-        "optim.mini_batches=1",
-        "checkpoint_every=1",
+        *MICRO_OVERRIDES,
         *(f"{k}={v}" for k, v in top.items()),
     ]
     return load_config(TrainConfig, None, overrides)

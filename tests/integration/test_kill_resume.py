@@ -15,7 +15,7 @@ import pytest
 from agentrl.checkpoint import latest_checkpoint, load_state
 from agentrl.runlog import read_metrics
 from agentrl.trainer import Trainer
-from tests.test_trainer import _assert_same, make_micro_model, micro_config
+from tests.test_trainer import MICRO_OVERRIDES, _assert_same, make_micro_model, micro_config
 
 pytestmark = pytest.mark.integration
 
@@ -28,19 +28,7 @@ def test_kill_dash_nine_then_resume(tmp_path: Path) -> None:
         f"run_root={runs}",
         "name=killme",
         "steps=200",
-        "progress=false",
-        "env.max_turns=2",
-        "env.train_prompts=16",
-        "rollout.batch_size=4",
-        "rollout.max_concurrency=4",
-        "rollout.max_new_tokens=12",
-        "rollout.max_tokens=1200",
-        "algo.offline_n0=2",
-        "algo.offline_prompts=4",
-        "eval.tasks=4",
-        "optim.lr=1e-3",
-        "optim.mini_batches=1",
-        "checkpoint_every=1",
+        *MICRO_OVERRIDES,
     ]
     env = {**os.environ, "AGENTRL_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(
