@@ -20,7 +20,7 @@ from tests.test_trainer import MICRO_OVERRIDES, _assert_same, make_micro_model, 
 pytestmark = pytest.mark.integration
 
 
-def test_kill_dash_nine_then_resume(tmp_path: Path) -> None:
+def test_kill_dash_nine_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     model = make_micro_model(tmp_path / "micro")
     runs = tmp_path / "runs"
     overrides = [
@@ -77,11 +77,8 @@ def test_kill_dash_nine_then_resume(tmp_path: Path) -> None:
         return await original(batch, learner, tracker, divergence, policy, model_, step)
 
     resumed._train_step = spy  # type: ignore[method-assign]
-    os.environ["AGENTRL_CACHE"] = str(tmp_path / "cache")
-    try:
-        result = resumed.run()
-    finally:
-        os.environ.pop("AGENTRL_CACHE", None)
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))  # restored after the test
+    result = resumed.run()
     assert seen["step"] == k and result.steps == k + 2
     _assert_same(seen["tracker"], state["tracker"])
     _assert_same(seen["optimizer"], state["learner"]["optimizer"])

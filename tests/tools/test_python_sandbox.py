@@ -7,6 +7,7 @@ with a reason where it is missing or cannot create namespaces.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import shutil
@@ -245,12 +246,18 @@ async def test_process_limit_stops_forking(tool: PythonTool) -> None:
     assert int(out.split()[2]) < TIGHT.max_processes
 
 
+# Zeroing pages costs CPU time: with TIGHT's 1 s CPU cap a slow, loaded machine could hit the CPU
+# limit before the memory cap, so the memory test gets CPU headroom and a small memory cap.
+MEMORY_BOUND = dataclasses.replace(TIGHT, cpu_s=10, wall_s=20.0, memory_bytes=256 << 20)
+
+
 @needs_bwrap
-async def test_memory_bomb_fails(tool: PythonTool) -> None:
+async def test_memory_bomb_fails() -> None:
+    tool = PythonTool(MEMORY_BOUND)
     ok, out = await run(tool, "x = bytearray(8 * 1024**3)")
     assert not ok and "MemoryError" in out
     ok, out = await run(tool, "chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 1024**2))")
-    assert not ok and ("MemoryError" in out or "killed" in out)
+    assert not ok and ("MemoryError" in out or "killed" in out), out
 
 
 @needs_bwrap
