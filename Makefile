@@ -20,7 +20,9 @@ lint: setup-dev
 test: setup-dev lint
 	$(PY) -m pytest -q
 
+# The tiny model is built (once, then cached) before pytest, outside the tests' per-test timeouts.
 test-integration: setup-dev
+	$(PY) -c "from agentrl.models import model_path; print('tiny model:', model_path('tiny'))"
 	$(PY) -m pytest -q -m integration; rc=$$?; [ $$rc -eq 5 ] && exit 0 || exit $$rc
 
 test-all: test test-integration

@@ -105,18 +105,23 @@ class TinyRecipe:
     num_kv_heads: int = 1
     head_dim: int = 64
     max_position_embeddings: int = 4096
-    demos: tuple[tuple[str, int], ...] = (("calculator", 1000), ("kb_search", 200), ("python_math", 40))
+    # (env, split, episodes): calculator's "warmup" split is fresh stories, disjoint from train and test
+    demos: tuple[tuple[str, str, int], ...] = (
+        ("calculator", "warmup", 6000),
+        ("kb_search", "train", 200),
+        ("python_math", "train", 40),
+    )
     noise: float = 0.0  # per-step chance that the demonstrating expert miscopies one digit
-    drill_steps: int = 800  # copy-drill steps before SFT (see `_drill_sequences`)
+    drill_steps: int = 700  # copy-drill steps before SFT (see `_drill_sequences`)
     drill_batch: int = 64
     drill_lr: float = 1e-3
-    sft_steps: int = 300
-    sft_batch: int = 16
+    sft_steps: int = 800
+    sft_batch: int = 32
     lr: float = 1e-3
     warmup: int = 15
     seed: int = 0
     eval_tasks: int = 100
-    version: int = 2  # bump when code changes the result without changing a field
+    version: int = 3  # bump when code changes the result without changing a field
 
     def key(self) -> str:
         blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
@@ -148,8 +153,10 @@ def _corrupt_digit(text: str, rng: random.Random) -> str:
     return text[:at] + digit + text[at + 1 :]
 
 
-async def _demo_episode(env: Any, task_id: str, noise: float, rng: random.Random) -> Demonstration:
-    _, info = await env.areset(options={"task_id": task_id, "split": "train"})
+async def _demo_episode(
+    env: Any, split: str, task_id: str, noise: float, rng: random.Random
+) -> Demonstration:
+    _, info = await env.areset(options={"task_id": task_id, "split": split})
     reward = 0.0
     for _ in range(info["max_turns"]):
         action = env.expert_action()
@@ -161,10 +168,12 @@ async def _demo_episode(env: Any, task_id: str, noise: float, rng: random.Random
     return Demonstration([dict(m) for m in env.messages], info["tools"], float(reward))
 
 
-async def _collect(env_name: str, n: int, noise: float, seed: int, concurrency: int) -> list[Demonstration]:
+async def _collect(
+    env_name: str, split: str, n: int, noise: float, seed: int, concurrency: int
+) -> list[Demonstration]:
     cls = _env_class(env_name)
-    envs = [cls(split="train") for _ in range(concurrency)]
-    task_ids = envs[0].task_ids("train")[:n]
+    envs = [cls(split=split) for _ in range(concurrency)]
+    task_ids = envs[0].task_ids(split)[:n]
     rng = random.Random(f"{seed}/{env_name}")
     rngs = [random.Random(rng.random()) for _ in task_ids]
     out: list[Demonstration | None] = [None] * len(task_ids)
@@ -176,7 +185,7 @@ async def _collect(env_name: str, n: int, noise: float, seed: int, concurrency: 
         env = await free.get()
         try:
             async with asyncio.timeout(60):
-                out[i] = await _demo_episode(env, task_ids[i], noise, rngs[i])
+                out[i] = await _demo_episode(env, split, task_ids[i], noise, rngs[i])
         except Exception as e:  # e.g. no sandbox on this machine: skip, the other envs still count
             log.warning("demonstration %s/%s failed: %s", env_name, task_ids[i], e)
         finally:
@@ -187,15 +196,15 @@ async def _collect(env_name: str, n: int, noise: float, seed: int, concurrency: 
 
 
 def collect_demonstrations(
-    spec: Sequence[tuple[str, int]], noise: float = 0.0, seed: int = 0, concurrency: int = 16
+    spec: Sequence[tuple[str, str, int]], noise: float = 0.0, seed: int = 0, concurrency: int = 16
 ) -> dict[str, list[Demonstration]]:
-    """Run the scripted experts (with per-step digit noise) on the first train tasks of each env."""
+    """Run the scripted experts (with per-step digit noise) on the first tasks of each (env, split)."""
 
     async def run() -> dict[str, list[Demonstration]]:
         result = {}
-        for name, n in spec:
+        for name, split, n in spec:
             try:
-                result[name] = await _collect(name, n, noise, seed, concurrency)
+                result[name] = await _collect(name, split, n, noise, seed, concurrency)
             except ImportError as e:
                 log.warning("skipping demonstrations of %s: %s", name, e)
         return result
@@ -337,6 +346,58 @@ def _drill_sequences(
     return out
 
 
+def _shared_prefix(batch: Sequence[tuple[list[int], list[int]]]) -> int:
+    """Length of the unsupervised prefix every row shares, less one token (whose logits are needed)."""
+    first = batch[0][0]
+    p = min(mask.index(1) if 1 in mask else len(mask) for _, mask in batch)
+    for seq, _ in batch[1:]:
+        q = 0
+        while q < p and seq[q] == first[q]:
+            q += 1
+        p = q
+    return max(0, p - 1)
+
+
+def _masked_loss(model: Any, pad_id: int, batch: Sequence[tuple[list[int], list[int]]]) -> torch.Tensor:
+    """Mean next-token loss on the masked tokens of right-padded rows.
+
+    Rows of one env share their system prompt and tool schemas (two thirds of a calculator demo), so
+    that prefix runs once and its key/value cache is repeated across the batch: the same loss and
+    gradients as a full forward (checked to 1e-6 in the tests) at about a third of the cost.
+    """
+    from transformers import DynamicCache
+
+    from agentrl.policy.hf import cache_kwarg
+
+    base = getattr(model, model.base_model_prefix)
+    kw = cache_kwarg(base)
+    p = _shared_prefix(batch)
+    cache = None
+    if p >= 16:
+        cache = DynamicCache()
+        base(input_ids=torch.tensor([batch[0][0][:p]]), use_cache=True, **{kw: cache})
+        cache.batch_repeat_interleave(len(batch))
+    else:
+        p = 0
+    rows = [(seq[p:], mask[p:]) for seq, mask in batch]
+    n, width = len(rows), max(len(s) for s, _ in rows)
+    ids = torch.full((n, width), pad_id, dtype=torch.long)
+    labels = torch.full((n, width), -100, dtype=torch.long)
+    attention = torch.zeros((n, p + width), dtype=torch.long)
+    attention[:, :p] = 1
+    for r, (seq, mask) in enumerate(rows):
+        ids[r, : len(seq)] = torch.tensor(seq)
+        attention[r, p : p + len(seq)] = 1
+        labels[r, : len(seq)] = torch.where(torch.tensor(mask) == 1, torch.tensor(seq), -100)
+    hidden = base(
+        input_ids=ids, attention_mask=attention, use_cache=cache is not None, **{kw: cache}
+    ).last_hidden_state
+    targets = labels[:, 1:]
+    keep = targets != -100
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+
+
 def _fit(
     model: Any,
     pad_id: int,
@@ -346,7 +407,7 @@ def _fit(
     warmup: int,
     tag: str,
 ) -> list[float]:
-    """Next-token loss on masked tokens of `sample(step)` batches, full forward, cosine schedule."""
+    """Next-token loss on masked tokens of `sample(step)` batches, cosine schedule."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
 
     def lr_at(step: int) -> float:
@@ -355,24 +416,10 @@ def _fit(
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
-    head = model.get_output_embeddings()
     losses: list[float] = []
     model.train()
     for step in range(steps):
-        batch = sample(step)
-        n, width = len(batch), max(len(s) for s, _ in batch)
-        ids = torch.full((n, width), pad_id, dtype=torch.long)
-        labels = torch.full((n, width), -100, dtype=torch.long)
-        attention = torch.zeros((n, width), dtype=torch.long)
-        for r, (seq, mask) in enumerate(batch):
-            ids[r, : len(seq)] = torch.tensor(seq)
-            attention[r, : len(seq)] = 1
-            labels[r, : len(seq)] = torch.where(torch.tensor(mask) == 1, torch.tensor(seq), -100)
-        hidden = getattr(model, model.base_model_prefix)(input_ids=ids, attention_mask=attention)
-        targets = labels[:, 1:]
-        keep = targets != -100
-        logits = head(hidden.last_hidden_state[:, :-1][keep])
-        loss = torch.nn.functional.cross_entropy(logits.float(), targets[keep])
+        loss = _masked_loss(model, pad_id, sample(step))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -473,9 +520,12 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
     t_drill = time.monotonic() - t1
     t1 = time.monotonic()
     rng = random.Random(recipe.seed)
+    pools = list(encoded.values())
 
     def demos_batch(step: int) -> list[tuple[list[int], list[int]]]:
-        return rng.choices(seqs, k=recipe.sft_batch)
+        # one env per batch, so its rows share the system prompt (see `_masked_loss`)
+        pool = rng.choices(pools, weights=[len(v) for v in pools])[0]
+        return rng.choices(pool, k=recipe.sft_batch)
 
     losses = _fit(
         model, tokenizer.pad_token_id, demos_batch, recipe.sft_steps, recipe.lr, recipe.warmup, "SFT"

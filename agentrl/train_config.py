@@ -56,8 +56,8 @@ class AlgoConfig:
 
 @dataclass
 class RolloutConfig:
-    batch_size: int = 32  # trajectories per update (GRPO: a multiple of group_size)
-    max_concurrency: int = 32
+    batch_size: int = 128  # trajectories per update (GRPO: a multiple of group_size)
+    max_concurrency: int = 128
     regime: Literal["sync", "async"] = "sync"
     max_staleness: int = 1
     overprovision: float = 1.0
@@ -74,7 +74,7 @@ class RolloutConfig:
 
 @dataclass
 class OptimConfig:
-    lr: float = 2e-5
+    lr: float = 5e-5
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     warmup_steps: int = 0
@@ -94,8 +94,8 @@ class LossConfig:
 class EvalConfig:
     every: int = 0  # steps between evaluations (0: only before and after training)
     tasks: int = 100  # held-out test tasks
-    k: int = 1  # samples per task
-    temperature: float = 0.0  # 0 = greedy
+    k: int = 4  # samples per task; success is avg@k
+    temperature: float = 1.0  # the rollout temperature; 0 = greedy
     top_p: float = 1.0
 
 
@@ -103,7 +103,7 @@ class EvalConfig:
 class TrainConfig:
     name: str = "calculator-spo"
     seed: int = 0
-    steps: int = 40
+    steps: int = 25
     run_root: str = "runs"
     checkpoint_every: int = 10
     keep_checkpoints: int = 3

@@ -461,11 +461,13 @@ class Trainer:
         if a.name == "spo":
             centring = "token" if a.token_centring else "trajectory"
             counts = [t.num_model_tokens for t in trajs]
-            result = spo(rewards, baselines, centring=centring, token_counts=counts, group_ids=pids)
+            # no group ids: a prompt drawn once is a one-sample "group", so the degenerate-group
+            # diagnostics would read ~1.0 and mean nothing for a stream without groups
+            result = spo(rewards, baselines, centring=centring, token_counts=counts)
         elif a.name == "grpo":
             result = grpo(rewards, [t.group_id for t in trajs], scale_std=a.grpo_scale_std)
         else:
-            result = no_baseline(rewards, group_ids=pids)
+            result = no_baseline(rewards)
         shared = getattr(policy, "model", None) is model
         lock = policy.exclusive() if shared and hasattr(policy, "exclusive") else contextlib.nullcontext()
         async with lock:

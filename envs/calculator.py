@@ -16,7 +16,7 @@ from agentrl.envs.base import Task, ToolEnv
 from agentrl.tools.base import format_answer, format_tool_call
 from agentrl.tools.calculator import CalculatorTool
 
-SPLIT_SIZES = {"train": 1000, "test": 200}
+SPLIT_SIZES = {"train": 1000, "test": 200, "warmup": 20000}
 _NAMES = ("Mara", "Tobin", "Ilse", "Rafa", "Quinn", "Noor", "Edda", "Kofi", "Lena", "Arun", "Sade", "Pim")
 _ITEMS = ("marbles", "apples", "stamps", "bolts", "candles", "tickets", "seeds", "beads", "coins", "cards")
 # (a, b) ranges for a starting product, and the range for added/removed amounts, per size bucket
@@ -103,12 +103,17 @@ class CalculatorEnv(ToolEnv):
         "Do every computation with the calculator tool, one step at a time, and answer with a number."
     )
     max_turns = 8
+    # "warmup": fresh stories, disjoint from train and test, for supervised warm-starts (the tiny model)
+    splits = ("train", "test", "warmup")
 
     def load_tasks(self, split: str) -> list[Task]:
+        if split == "train":
+            return generate("train", SPLIT_SIZES["train"])
+        train = frozenset(t.prompt for t in self.tasks("train"))
         if split == "test":
-            train = frozenset(t.prompt for t in self.tasks("train"))
             return generate("test", SPLIT_SIZES["test"], avoid=train)
-        return generate(split, SPLIT_SIZES[split])
+        test = frozenset(t.prompt for t in self.tasks("test"))
+        return generate(split, SPLIT_SIZES[split], avoid=train | test)
 
     def expert_action(self) -> str:
         """Run the task's steps through the calculator, feeding each result into the next step."""

@@ -93,6 +93,8 @@ def test_spo_train_checkpoint_and_exact_resume(
     assert {"tracker/rho_mean", "tracker/n_eff_mean", "adv/raw_variance", "adv/frac_near_zero_0_02"} <= set(
         train_rows[0]
     )
+    # SPO has no groups: no degenerate-group figure that would read ~1.0 for one-sample "groups"
+    assert "adv/frac_samples_in_degenerate_groups" not in train_rows[0]
     assert (run / "plots" / "reward.png").is_file() and (run / "summary.json").is_file()
     assert any((run / "tb").iterdir())
     ckpt = latest_checkpoint(run / "checkpoints")

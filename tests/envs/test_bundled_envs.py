@@ -129,6 +129,16 @@ def test_calculator_tasks_need_several_dependent_steps():
     assert all("{x}" in step for t in multi for step in t.data["steps"][1:])
 
 
+def test_calculator_warmup_split_is_fresh_stories_outside_train_and_test():
+    env = CalculatorEnv()
+    warm = env.tasks("warmup")
+    held = {t.prompt for t in env.tasks("train")} | {t.prompt for t in env.tasks("test")}
+    assert len(warm) == 20000 and len({t.prompt for t in warm}) == 20000
+    assert not {t.prompt for t in warm} & held
+    _, info = env.reset(options={"task_id": warm[3].id, "split": "warmup"})
+    assert info["prompt_id"] == f"calculator/warmup/{warm[3].id}"
+
+
 def test_calculator_expert_uses_tool_outputs():
     env = CalculatorEnv()
     env.reset(options={"task_id": next(t.id for t in env.tasks() if t.difficulty >= 2)})

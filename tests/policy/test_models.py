@@ -15,6 +15,8 @@ from agentrl.models import (
     Demonstration,
     TinyRecipe,
     _cached_build,
+    _masked_loss,
+    _shared_prefix,
     cache_dir,
     encode_demonstration,
     load_model,
@@ -66,6 +68,53 @@ def test_demonstration_encoding_masks_assistant_turns(tokenizer: Any) -> None:
     assert tokenizer.decode(ids) == chat.render(msgs, [CALC_SCHEMA])
     trained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
     assert trained == call + "<|im_end|>" + "<answer>8</answer><|im_end|>"
+
+
+def test_prefix_shared_loss_matches_the_full_forward(tokenizer: Any) -> None:
+    """The SFT loss runs a shared system prompt once; loss and gradients must not change."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = tiny_config(TinyRecipe(hidden_size=64, intermediate_size=128, num_layers=2), tokenizer)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    chat = ChatFormat(tokenizer)
+    batch = []
+    for a, b in ((3, 5), (12, 7), (40, 301)):
+        call = f'<tool_call>{{"name": "calculator", "arguments": {{"expression": "{a} + {b}"}}}}</tool_call>'
+        msgs = [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"What is {a} + {b}?"},
+            {"role": "assistant", "content": call},
+            {"role": "tool", "name": "calculator", "content": str(a + b)},
+            {"role": "assistant", "content": f"<answer>{a + b}</answer>"},
+        ]
+        batch.append(encode_demonstration(chat, Demonstration(msgs, [CALC_SCHEMA], 1.0)))
+    assert _shared_prefix(batch) >= 16  # the shared path is the one under test
+
+    def loss_and_grads(rows: list[tuple[list[int], list[int]]]) -> tuple[float, list[Any]]:
+        model.zero_grad()
+        loss = _masked_loss(model, tokenizer.pad_token_id, rows)
+        loss.backward()
+        return loss.item(), [p.grad.clone() for p in model.parameters()]
+
+    shared, g_shared = loss_and_grads(batch)
+    # reference: one plain full forward over the right-padded rows
+    model.zero_grad()
+    width = max(len(ids) for ids, _ in batch)
+    ids = torch.full((len(batch), width), tokenizer.pad_token_id)
+    labels = torch.full((len(batch), width), -100)
+    attention = torch.zeros((len(batch), width), dtype=torch.long)
+    for r, (seq, mask) in enumerate(batch):
+        ids[r, : len(seq)] = torch.tensor(seq)
+        attention[r, : len(seq)] = 1
+        labels[r, : len(seq)] = torch.where(torch.tensor(mask) == 1, torch.tensor(seq), -100)
+    logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
+    full = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1))
+    full.backward()
+    g_full = [p.grad for p in model.parameters()]
+    assert abs(shared - full.item()) < 1e-5
+    assert max((a - b).abs().max().item() for a, b in zip(g_shared, g_full, strict=True)) < 1e-5
 
 
 def test_cached_build_runs_once_and_is_atomic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,0 +1,1002 @@
+"""Turn the learning study's run directories into `results.json`, `results.md`, PNG plots and the README.
+
+Reads only what the trainer wrote (`job.json`, `config.yaml`, `metrics.jsonl`, `summary.json`) and the
+TRL reference's JSON, so it can be rerun at any time on whatever has finished. The one computation
+besides statistics is the latency simulation that maps each arm's samples to simulated wall time.
+
+Intervals: a 95% Student-t interval across seeds for means; Welch–Satterthwaite for differences and
+averages of differences (runs of different arms are independent, so no pairing is assumed); a
+delta-method interval on the log scale for ratios. With fewer than 2 seeds there is no interval, and
+the verdict is "n/a", never a win.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from agentrl.runlog import read_metrics
+
+ARM_LABELS = {
+    "spo": "SPO",
+    "grpo": "GRPO",
+    "no_baseline": "no baseline",
+    "spo_no_offline_init": "SPO, no offline init",
+}
+ARM_COLORS = {
+    "spo": "tab:blue",
+    "grpo": "tab:red",
+    "no_baseline": "tab:gray",
+    "spo_no_offline_init": "tab:cyan",
+}
+README_BEGIN = "<!-- BEGIN GENERATED: experiments/learning/report.py rewrites this section -->"
+README_END = "<!-- END GENERATED -->"
+
+# Two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30 (standard tables).
+_T975 = (
+    12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
+    2.2010, 2.1788, 2.1604, 2.1448, 2.1314, 2.1199, 2.1098, 2.1009, 2.0930, 2.0860,
+    2.0796, 2.0739, 2.0687, 2.0639, 2.0595, 2.0555, 2.0518, 2.0484, 2.0452, 2.0423,
+)  # fmt: skip
+
+
+# ---- statistics (pure) ---------------------------------------------------------------------------
+
+
+def t_quantile_975(df: float) -> float:
+    """t_{0.975, df}: exact table to df 30 (linear in 1/df between integers), Cornish–Fisher above.
+
+    No scipy at runtime: the report must run in the bare training environment.
+    """
+    if not df > 0 or not math.isfinite(df):
+        return 1.959964 if df == math.inf else math.nan
+    if df >= 30:
+        z = 1.959964
+        v = df
+        return (
+            z
+            + (z**3 + z) / (4 * v)
+            + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * v**2)
+            + (3 * z**7 + 19 * z**5 + 17 * z**3 - 15 * z) / (384 * v**3)
+        )
+    if df < 1:
+        df = 1.0  # Welch df can fall below 1 only in degenerate cases; be conservative
+    lo = math.floor(df)
+    if lo == df:
+        return _T975[lo - 1]
+    hi = lo + 1
+    t_lo, t_hi = _T975[lo - 1], (_T975[hi - 1] if hi <= 30 else t_quantile_975(30.0))
+    w = (1 / lo - 1 / df) / (1 / lo - 1 / hi)  # t is close to linear in 1/df
+    return t_lo + w * (t_hi - t_lo)
+
+
+def _clean(values: Sequence[float]) -> np.ndarray:
+    x = np.asarray([v for v in values if v is not None], dtype=float)
+    return x[np.isfinite(x)]
+
+
+def mean_ci(values: Sequence[float]) -> dict[str, float]:
+    """Mean with a 95% t-interval across seeds; lo/hi are NaN with fewer than 2 values."""
+    x = _clean(values)
+    n = int(x.size)
+    if n == 0:
+        return {"n": 0, "mean": math.nan, "sd": math.nan, "lo": math.nan, "hi": math.nan}
+    m = float(x.mean())
+    if n < 2:
+        return {"n": 1, "mean": m, "sd": math.nan, "lo": math.nan, "hi": math.nan}
+    sd = float(x.std(ddof=1))
+    h = t_quantile_975(n - 1) * sd / math.sqrt(n)
+    return {"n": n, "mean": m, "sd": sd, "lo": m - h, "hi": m + h}
+
+
+def lincomb_ci(terms: Sequence[tuple[float, Sequence[float]]]) -> dict[str, float]:
+    """Σ c_i·mean(x_i) over independent samples, with a Welch–Satterthwaite 95% interval.
+
+    Covers a difference of two arms (c = +1, −1) and the average over environments of per-environment
+    differences (c = ±1/E). Needs at least 2 values in every sample for an interval.
+    """
+    est, var, dof_den = 0.0, 0.0, 0.0
+    ok = True
+    for c, vals in terms:
+        x = _clean(vals)
+        if x.size == 0:
+            return {"est": math.nan, "lo": math.nan, "hi": math.nan, "df": math.nan}
+        est += c * float(x.mean())
+        if x.size < 2:
+            ok = False
+            continue
+        v = c * c * float(x.var(ddof=1)) / x.size
+        var += v
+        dof_den += v * v / (x.size - 1)
+    if not ok:
+        return {"est": est, "lo": math.nan, "hi": math.nan, "df": math.nan}
+    if var == 0.0:
+        return {"est": est, "lo": est, "hi": est, "df": math.inf}
+    df = var * var / dof_den
+    h = t_quantile_975(df) * math.sqrt(var)
+    return {"est": est, "lo": est - h, "hi": est + h, "df": df}
+
+
+def diff_ci(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """mean(a) − mean(b), Welch interval."""
+    return lincomb_ci([(1.0, a), (-1.0, b)])
+
+
+def ratio_ci(a: Sequence[float], b: Sequence[float]) -> dict[str, float]:
+    """mean(a) / mean(b) with a delta-method interval on log(ratio) (both means must be positive)."""
+    x, y = _clean(a), _clean(b)
+    if x.size == 0 or y.size == 0 or x.mean() <= 0 or y.mean() <= 0:
+        return {"est": math.nan, "lo": math.nan, "hi": math.nan}
+    est = float(x.mean() / y.mean())
+    if x.size < 2 or y.size < 2:
+        return {"est": est, "lo": math.nan, "hi": math.nan}
+    vx = float(x.var(ddof=1)) / (x.size * x.mean() ** 2)
+    vy = float(y.var(ddof=1)) / (y.size * y.mean() ** 2)
+    var = vx + vy
+    if var == 0:
+        return {"est": est, "lo": est, "hi": est}
+    df = var * var / (vx * vx / (x.size - 1) + vy * vy / (y.size - 1)) if vx or vy else math.inf
+    h = t_quantile_975(df) * math.sqrt(var)
+    return {"est": est, "lo": est * math.exp(-h), "hi": est * math.exp(h)}
+
+
+def verdict(ci: dict[str, float]) -> str:
+    """win / loss if the 95% interval of (SPO − other) excludes 0, tie if it straddles it, n/a without one."""
+    lo, hi = ci.get("lo", math.nan), ci.get("hi", math.nan)
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "n/a"
+    if lo > 0:
+        return "win"
+    if hi < 0:
+        return "loss"
+    return "tie"
+
+
+# ---- reading runs ----------------------------------------------------------------------------------
+
+
+@dataclass
+class Run:
+    """One finished (or partial) run as the report sees it."""
+
+    path: Path
+    arm: str
+    env: str
+    seed: int
+    model_tag: str
+    config: dict[str, Any]
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None and self.summary.get("eval_after") is not None
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.config.get("rollout", {}).get("batch_size", 0))
+
+    @property
+    def offline_samples(self) -> int:
+        """Samples spent by SPO's offline tracker initialisation (0 when it was not run)."""
+        off = (self.summary or {}).get("offline_init") or {}
+        n0 = int(self.config.get("algo", {}).get("offline_n0", 0))
+        return int(off.get("prompts", 0)) * n0
+
+    def train_rows(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if "reward_mean" in r]
+
+    def eval_rows(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if "eval/success" in r]
+
+
+def read_run(run_dir: Path) -> Run | None:
+    """A run directory written by run.py; None if it has no job.json (not part of the study)."""
+    job_path = run_dir / "job.json"
+    if not job_path.is_file():
+        return None
+    job = json.loads(job_path.read_text())
+    cfg_path = run_dir / "config.yaml"
+    config = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    summary_path = run_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else None
+    return Run(
+        path=run_dir,
+        arm=job["arm"],
+        env=job["env"],
+        seed=int(job["seed"]),
+        model_tag=job["model_tag"],
+        config=config or {},
+        rows=read_metrics(run_dir / "metrics.jsonl"),
+        summary=summary,
+    )
+
+
+def read_runs(run_root: Path) -> list[Run]:
+    """Every study run under `run_root/<model>/<name>/`, sorted for stable output."""
+    if not run_root.is_dir():
+        return []
+    runs = [r for p in sorted(run_root.glob("*/*/job.json")) if (r := read_run(p.parent)) is not None]
+    return sorted(runs, key=lambda r: (r.model_tag, r.env, r.arm, r.seed))
+
+
+def eval_metrics(ev: dict[str, Any] | None) -> dict[str, float]:
+    """avg@k, pass@k and maj@k (the largest k evaluated) from an EvalResult dict."""
+    if not ev:
+        return {}
+    k = int(ev["k"])
+    pa = {int(a): float(b) for a, b in (ev.get("pass_at") or {}).items()}
+    ma = {int(a): float(b) for a, b in (ev.get("maj_at") or {}).items()}
+    kk = max(pa) if pa else k
+    return {"k": k, "avg": float(ev["avg_at_k"]), "pass": pa.get(kk, math.nan), "maj": ma.get(kk, math.nan)}
+
+
+def run_mean(run: Run, key: str, lo_frac: float = 0.0, hi_frac: float = 1.0) -> float:
+    """Mean of a per-step metric over the part [lo_frac, hi_frac] of training (by step)."""
+    rows = run.train_rows()
+    steps = int(run.config.get("steps", 0)) or max((int(r["step"]) for r in rows), default=0)
+    vals = [
+        float(r[key])
+        for r in rows
+        if key in r and lo_frac * steps < int(r["step"]) <= max(hi_frac * steps, 1) and _finite(r[key])
+    ]
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def series(rows: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
+    pts = [(int(r["step"]), float(r[key])) for r in rows if _finite(r.get(key))]
+    if not pts:
+        return np.array([], dtype=int), np.array([])
+    s, v = zip(*pts, strict=True)
+    return np.asarray(s), np.asarray(v)
+
+
+# ---- simulated wall time ---------------------------------------------------------------------------
+
+
+def samples_to_time(
+    samples: np.ndarray | float, batch_size: int, s_per_batch: float, offset_s: float = 0.0
+) -> Any:
+    """Simulated seconds at which a run has trained on `samples` samples: offset + batches × s/batch.
+
+    `samples` counts training samples only; `offset_s` is the time of anything run before step 1
+    (SPO's offline tracker pass).
+    """
+    return offset_s + np.asarray(samples, dtype=float) / batch_size * s_per_batch
+
+
+def simulate_batch_time(
+    mode: str,
+    batch_size: int,
+    group_size: int,
+    *,
+    preset: str = "paper-fig5",
+    overprovision: float = 1.0,
+    seeds: int = 200,
+    learner_step_s: float = 0.0,
+) -> dict[str, float]:
+    """Time per batch (virtual seconds) of one scheduler arm on a preset's latency profile.
+
+    The real RolloutScheduler on a virtual clock (agentrl.simulate.run_arm), seeds 0..seeds−1.
+    """
+    from agentrl.rollout.clock import run_virtual
+    from agentrl.rollout.presets import Arm, get_preset
+    from agentrl.rollout.scheduler import SchedulerConfig
+    from agentrl.simulate import run_arm
+
+    p = get_preset(preset)
+    arm = Arm(
+        f"{mode}-{batch_size}",
+        SchedulerConfig(
+            mode=mode,
+            batch_size=batch_size,
+            group_size=group_size if mode == "group" else 8,
+            overprovision=overprovision,
+            watchdog_s=None,
+        ),
+    )
+
+    async def main() -> list[float]:
+        out = []
+        for s in range(seeds):
+            r = await run_arm(
+                arm, p.profile, seed=s, batches=1, rewards=p.rewards, n_prompts=p.n_prompts,
+                learner_step_s=learner_step_s,
+            )  # fmt: skip
+            out.append(r.time_per_batch + learner_step_s)
+        return out
+
+    times = run_virtual(main())
+    return {**mean_ci(times), "seeds": seeds}
+
+
+def arm_time_model(
+    run: Run, sim: dict[str, Any], cache: dict[tuple[Any, ...], dict[str, float]]
+) -> dict[str, float]:
+    """(seconds per batch, offline seconds) for a run's arm under the configured simulation."""
+    algo = run.config.get("algo", {})
+    mode = "group" if algo.get("name") == "grpo" else "stream"
+    g = int(algo.get("group_size", 8))
+    common = {
+        "preset": sim.get("preset", "paper-fig5"),
+        "seeds": int(sim.get("seeds", 200)),
+        "learner_step_s": float(sim.get("learner_step_s", 0.0)),
+    }
+    key = (mode, run.batch_size, g, float(sim.get("overprovision", 1.0)), tuple(common.values()))
+    if key not in cache:
+        cache[key] = simulate_batch_time(
+            mode, run.batch_size, g, overprovision=float(sim.get("overprovision", 1.0)), **common
+        )
+    offline = 0.0
+    if run.offline_samples:
+        okey = ("offline", run.offline_samples, tuple(common.values()))
+        if okey not in cache:
+            cache[okey] = simulate_batch_time(
+                "stream", run.offline_samples, 8, overprovision=1.0, **{**common, "learner_step_s": 0.0}
+            )
+        offline = cache[okey]["mean"]
+    return {"s_per_batch": cache[key]["mean"], "offline_s": offline}
+
+
+# ---- aggregation -----------------------------------------------------------------------------------
+
+
+def _group(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
+    out: dict[tuple[str, str], list[Run]] = {}
+    for r in runs:
+        out.setdefault((r.env, r.arm), []).append(r)
+    return out
+
+
+def aggregate(
+    runs: Sequence[Run], arms: Sequence[str], envs: Sequence[str], sim: dict[str, Any] | None
+) -> dict[str, Any]:
+    """Every number the tables and verdicts need, for one model's finished runs."""
+    done = [r for r in runs if r.finished]
+    groups = _group(done)
+    res: dict[str, Any] = {"final": {}, "before": {}, "diffs": {}, "diagnostics": {}, "walltime": {}}
+    metrics = ("avg", "pass", "maj")
+    for env in envs:
+        for arm in arms:
+            rs = groups.get((env, arm), [])
+            fin = [eval_metrics(r.summary["eval_after"]) for r in rs]  # type: ignore[index]
+            bef = [eval_metrics((r.summary or {}).get("eval_before")) for r in rs]
+            key = f"{env}|{arm}"
+            res["final"][key] = {
+                "seeds": [r.seed for r in rs],
+                "k": fin[0]["k"] if fin else None,
+                **{m: mean_ci([f[m] for f in fin]) for m in metrics},
+                "per_seed": {m: [f[m] for f in fin] for m in metrics},
+            }
+            res["before"][key] = {m: mean_ci([b.get(m, math.nan) for b in bef]) for m in metrics}
+            d = {
+                "frac_degenerate_samples": mean_ci(
+                    [run_mean(r, "adv/frac_samples_in_degenerate_groups") for r in rs]
+                ),
+                "frac_degenerate_samples_first_quarter": mean_ci(
+                    [run_mean(r, "adv/frac_samples_in_degenerate_groups", 0.0, 0.25) for r in rs]
+                ),
+                "frac_degenerate_samples_last_quarter": mean_ci(
+                    [run_mean(r, "adv/frac_samples_in_degenerate_groups", 0.75, 1.0) for r in rs]
+                ),
+                "frac_near_zero_1e4": mean_ci([run_mean(r, "adv/frac_near_zero_1e4") for r in rs]),
+                "frac_near_zero_0_02": mean_ci([run_mean(r, "adv/frac_near_zero_0_02") for r in rs]),
+                "raw_variance": mean_ci([run_mean(r, "adv/raw_variance") for r in rs]),
+                "reward_mean": mean_ci([run_mean(r, "reward_mean") for r in rs]),
+                "per_seed_raw_variance": [run_mean(r, "adv/raw_variance") for r in rs],
+            }
+            res["diagnostics"][key] = d
+            res["walltime"][key] = {
+                "real_total_s": mean_ci([float(r.summary["seconds"]) for r in rs]),  # type: ignore[index]
+                "real_train_s": mean_ci([sum(x.get("time/step_s", 0.0) for x in r.train_rows()) for r in rs]),
+                "offline_samples": max((r.offline_samples for r in rs), default=0),
+                "train_samples": max((r.batch_size * len(r.train_rows()) for r in rs), default=0),
+            }
+    # SPO against every other arm, per environment and averaged over environments.
+    for other in [a for a in arms if a != "spo"]:
+        for m in metrics:
+            per_env = {}
+            terms: list[tuple[float, Sequence[float]]] = []
+            envs_with_both = [
+                e for e in envs if res["final"][f"{e}|spo"]["per_seed"][m] and res["final"][f"{e}|{other}"]["per_seed"][m]
+            ] if "spo" in arms else []  # fmt: skip
+            for env in envs_with_both:
+                a = res["final"][f"{env}|spo"]["per_seed"][m]
+                b = res["final"][f"{env}|{other}"]["per_seed"][m]
+                ci = diff_ci(a, b)
+                per_env[env] = {**ci, "verdict": verdict(ci)}
+                terms += [(1 / len(envs_with_both), a), (-1 / len(envs_with_both), b)]
+            avg = lincomb_ci(terms) if terms else {"est": math.nan, "lo": math.nan, "hi": math.nan}
+            res["diffs"][f"spo-{other}|{m}"] = {
+                "per_env": per_env,
+                "average": {**avg, "verdict": verdict(avg), "envs": envs_with_both},
+            }
+    # Advantage variance relative to the raw reward (no-baseline arm), per environment.
+    ratios: dict[str, Any] = {}
+    for env in envs:
+        nb = res["diagnostics"].get(f"{env}|no_baseline", {}).get("per_seed_raw_variance", [])
+        for arm in arms:
+            if arm == "no_baseline":
+                continue
+            a = res["diagnostics"].get(f"{env}|{arm}", {}).get("per_seed_raw_variance", [])
+            ratios[f"{env}|{arm}"] = ratio_ci(a, nb)
+    res["variance_ratio_vs_no_baseline"] = ratios
+    # Simulated wall time per arm (seconds per batch, offline pass), from one representative run.
+    if sim:
+        cache: dict[tuple[Any, ...], dict[str, float]] = {}
+        sim_res: dict[str, Any] = {}
+        for arm in arms:
+            rep = next((r for r in done if r.arm == arm), None)
+            if rep is None:
+                continue
+            tm = arm_time_model(rep, sim, cache)
+            no_op = arm_time_model(rep, {**sim, "overprovision": 1.0}, cache)
+            sim_res[arm] = {
+                **tm,
+                "s_per_batch_k1": no_op["s_per_batch"],
+                "batch_size": rep.batch_size,
+                "s_per_sample": tm["s_per_batch"] / rep.batch_size,
+            }
+        res["simulated_time"] = {"settings": sim, "arms": sim_res}
+    return res
+
+
+def read_trl(trl_dir: Path) -> dict[str, Any]:
+    """TRL reference results: finished seeds and any failure messages."""
+    out: dict[str, Any] = {"runs": [], "errors": []}
+    if not trl_dir.is_dir():
+        return out
+    for p in sorted(trl_dir.glob("seed*.json")):
+        d = json.loads(p.read_text())
+        (out["runs"] if d.get("status") == "ok" else out["errors"]).append(d)
+    if out["runs"]:
+        for m in ("avg", "pass", "maj"):
+            out[f"after_{m}"] = mean_ci([r["after"][m] for r in out["runs"]])
+            out[f"before_{m}"] = mean_ci([r["before"][m] for r in out["runs"]])
+        out["train_s"] = mean_ci([r["train_seconds"] for r in out["runs"]])
+        out["total_s"] = mean_ci([r["total_seconds"] for r in out["runs"]])
+    return out
+
+
+# ---- rendering -------------------------------------------------------------------------------------
+
+
+def _f(x: float | None, nd: int = 3) -> str:
+    return "–" if x is None or not _finite(x) else f"{x:.{nd}f}"
+
+
+def _ci(
+    c: dict[str, float] | None,
+    nd: int = 3,
+    scale: float = 1.0,
+    sign: bool = False,
+    bounds: tuple[float, float] | None = (0.0, math.inf),
+) -> str:
+    """`mean [lo, hi]`; the interval is truncated to the metric's range (`bounds`, unscaled)."""
+    if not c:
+        return "–"
+    m = c.get("mean", c.get("est", math.nan))
+    if not _finite(m):
+        return "–"
+    fmt = f"{{:+.{nd}f}}" if sign else f"{{:.{nd}f}}"
+    s = fmt.format(m * scale)
+    lo, hi = c.get("lo"), c.get("hi")
+    if _finite(lo) and _finite(hi):
+        if bounds is not None:
+            lo, hi = max(lo, bounds[0]), min(hi, bounds[1])  # type: ignore[type-var]
+        s += f" [{lo * scale:.{nd}f}, {hi * scale:.{nd}f}]"  # type: ignore[operator]
+    return s
+
+
+UNIT = (0.0, 1.0)  # scores and fractions
+
+
+def _nanmean(xs: Sequence[float]) -> float:
+    x = _clean(xs)
+    return float(x.mean()) if x.size else math.nan
+
+
+def _short(env: str) -> str:
+    return env.split("/")[-1]
+
+
+def render_markdown(
+    cfg: dict[str, Any],
+    res: dict[str, Any],
+    runs: Sequence[Run],
+    expected: Sequence[tuple[str, str, int]],
+    trl: dict[str, Any],
+    others: dict[str, dict[str, Any]],
+    img_prefix: str = "",
+) -> str:
+    arms, envs = list(cfg["arms"]), list(cfg["envs"])
+    done = {(r.env, r.arm, r.seed) for r in runs if r.finished}
+    missing = [e for e in expected if e not in done]
+    k = next((v["k"] for v in res["final"].values() if v.get("k")), None)
+    ks = f"@{k}" if k else "@k"
+    L: list[str] = []
+    L.append(f"Model `{cfg['model']}`, {len(done)} of {len(expected)} runs finished")
+    budget = {r.batch_size * int(r.config.get("steps", 0)) for r in runs if r.finished}
+    if budget:
+        L[-1] += f"; training budget {', '.join(map(str, sorted(budget)))} samples per run"
+    L[-1] += "." + (" **Quick smoke budget: these numbers mean nothing.**" if cfg.get("quick") else "")
+    if missing:
+        shown = ", ".join(f"{a}/{_short(e)}/s{s}" for e, a, s in missing[:12])
+        L.append(f"Not finished yet: {shown}{' …' if len(missing) > 12 else ''}.")
+    if not done:
+        L.append("\nNo finished runs yet: run `.venv/bin/python experiments/learning/run.py`.")
+        return "\n".join(L) + "\n"
+    ev = next(r for r in runs if r.finished).config.get("eval", {})
+    L.append(
+        f"Held-out eval: first {ev.get('tasks')} test tasks × k = {ev.get('k')} samples at T = "
+        f"{ev.get('temperature')}, top-p {ev.get('top_p')}. Intervals: 95% t across seeds "
+        "(Welch for differences), truncated to each metric's range. Verdict: win/loss when the interval of "
+        "SPO − other excludes 0, else tie."
+    )
+
+    L += [
+        "",
+        f"### Final held-out scores (mean [95% CI] over seeds; before training: avg{ks} of the initial model)",
+        "",
+    ]
+    L.append(f"| env | arm | seeds | before avg{ks} | avg{ks} | pass{ks} | maj{ks} |")
+    L.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for env in envs:
+        for arm in arms:
+            f = res["final"][f"{env}|{arm}"]
+            b = res["before"][f"{env}|{arm}"]
+            L.append(
+                f"| {_short(env)} | {ARM_LABELS.get(arm, arm)} | {len(f['seeds'])} | {_f(b['avg']['mean'])} | "
+                f"{_ci(f['avg'], bounds=UNIT)} | {_ci(f['pass'], bounds=UNIT)} | {_ci(f['maj'], bounds=UNIT)} |"
+            )
+
+    L += ["", "### SPO minus each other arm (percentage points, Welch 95% CI, verdict)", ""]
+    L.append(f"| comparison | env | avg{ks} | pass{ks} | maj{ks} |")
+    L.append("| --- | --- | --- | --- | --- |")
+    for other in [a for a in arms if a != "spo"]:
+        for env in [*envs, "average"]:
+            cells = []
+            for m in ("avg", "pass", "maj"):
+                d = res["diffs"].get(f"spo-{other}|{m}", {})
+                c = d.get("average") if env == "average" else d.get("per_env", {}).get(env)
+                cells.append("–" if not c else f"{_ci(c, 1, 100, sign=True, bounds=None)} {c['verdict']}")
+            label = "**average over envs**" if env == "average" else _short(env)
+            L.append(f"| SPO − {ARM_LABELS.get(other, other)} | {label} | {' | '.join(cells)} |")
+
+    L += ["", "### Diagnostics (per-run mean over training, then mean [95% CI] over seeds)", ""]
+    L.append(
+        "| env | arm | GRPO-style degenerate samples: all / first ¼ / last ¼ | near-zero adv. <1e-4 | "
+        "<0.02 | raw adv. variance | variance ÷ no-baseline |"
+    )
+    L.append("| --- | --- | --- | --- | --- | --- | --- |")
+    for env in envs:
+        for arm in arms:
+            d = res["diagnostics"][f"{env}|{arm}"]
+            deg = (
+                f"{_ci(d['frac_degenerate_samples'], 2, bounds=UNIT)} / {_f(d['frac_degenerate_samples_first_quarter']['mean'], 2)}"
+                f" / {_f(d['frac_degenerate_samples_last_quarter']['mean'], 2)}"
+                if arm == "grpo"
+                else "–"
+            )
+            ratio = res["variance_ratio_vs_no_baseline"].get(f"{env}|{arm}")
+            L.append(
+                f"| {_short(env)} | {ARM_LABELS.get(arm, arm)} | {deg} | {_ci(d['frac_near_zero_1e4'], 3, bounds=UNIT)} | "
+                f"{_ci(d['frac_near_zero_0_02'], 3, bounds=UNIT)} | {_ci(d['raw_variance'], 4)} | "
+                f"{_ci(ratio, 2)} |"
+            )
+    L.append(
+        "\nRaw advantages are before normalisation: SPO `r − v̂₋`, GRPO `r − mean_G` (zero in degenerate "
+        "groups: the effective GRPO advantage), no-baseline `r` (so its variance is the reward variance)."
+    )
+
+    st = res.get("simulated_time")
+    L += ["", "### Wall time", ""]
+    L.append(
+        "| arm | training samples | offline-init samples | real wall s (total, incl. evals) | real train s | "
+        f"sim. s/batch (k = {st['settings'].get('overprovision') if st else '–'}) | sim. s/batch (k = 1) | sim. offline s |"
+    )
+    L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for arm in arms:
+        w = [res["walltime"][f"{e}|{arm}"] for e in envs]
+        s = (st or {}).get("arms", {}).get(arm, {})
+        L.append(
+            f"| {ARM_LABELS.get(arm, arm)} | {max(x['train_samples'] for x in w)} | {max(x['offline_samples'] for x in w)} | "
+            f"{_f(_nanmean([x['real_total_s']['mean'] for x in w]), 0)} | "
+            f"{_f(_nanmean([x['real_train_s']['mean'] for x in w]), 0)} | {_f(s.get('s_per_batch'), 1)} | "
+            f"{_f(s.get('s_per_batch_k1'), 1)} | {_f(s.get('offline_s'), 1)} |"
+        )
+    if st:
+        L.append(
+            f"\nReal times: mean over environments and seeds on this machine. Simulated: preset "
+            f"`{st['settings'].get('preset')}`, {st['settings'].get('seeds')} seeds of the real scheduler on a "
+            "virtual clock, each arm's own batch shape; the offline pass is one batch that must finish entirely."
+        )
+
+    L += [
+        "",
+        "### Outside reference: TRL `GRPOTrainer`, single-turn " + _short(cfg.get("trl", {}).get("env", "")),
+        "",
+    ]
+    if trl["runs"]:
+        r0 = trl["runs"][0]
+        L.append(
+            f"TRL {r0.get('trl_version')}, {len(trl['runs'])} seed(s), {r0['train_samples']} completions "
+            f"(groups of {r0['group_size']}), same model; held-out: {r0['eval_tasks']} test tasks × k = {r0['eval_k']}."
+        )
+        L += ["", f"| | before avg{ks} | avg{ks} | pass{ks} | maj{ks} | train wall s | total wall s |"]
+        L.append("| --- | --- | --- | --- | --- | --- | --- |")
+        L.append(
+            f"| TRL GRPO (single-turn, no tools) | {_ci(trl['before_avg'], bounds=UNIT)} | "
+            f"{_ci(trl['after_avg'], bounds=UNIT)} | {_ci(trl['after_pass'], bounds=UNIT)} | "
+            f"{_ci(trl['after_maj'], bounds=UNIT)} | {_ci(trl['train_s'], 0)} | {_ci(trl['total_s'], 0)} |"
+        )
+        env = cfg.get("trl", {}).get("env", "")
+        for arm in ("spo", "grpo"):
+            if f"{env}|{arm}" in res["final"]:
+                f, b, w = (
+                    res["final"][f"{env}|{arm}"],
+                    res["before"][f"{env}|{arm}"],
+                    res["walltime"][f"{env}|{arm}"],
+                )
+                L.append(
+                    f"| ours: {ARM_LABELS[arm]} (multi-turn, tools) | {_ci(b['avg'], bounds=UNIT)} | "
+                    f"{_ci(f['avg'], bounds=UNIT)} | {_ci(f['pass'], bounds=UNIT)} | {_ci(f['maj'], bounds=UNIT)} | {_ci(w['real_train_s'], 0)} | {_ci(w['real_total_s'], 0)} |"
+                )
+        L.append(
+            "\nThe TRL task is a single-turn variant (no tool calls; the completion must contain "
+            "`<answer>N</answer>`, scored by the environment's own scorer), so compare the change from "
+            "`before`, not the absolute scores."
+        )
+    else:
+        L.append("No TRL reference result.")
+    for e in trl["errors"]:
+        L.append(f"- TRL reference seed {e.get('seed')} failed: {e.get('error', 'unknown error')}")
+
+    for tag, o in others.items():
+        L += ["", f"### Other model: `{tag}`", ""]
+        L.append(f"| env | arm | seeds | before avg{ks} | avg{ks} | maj{ks} |")
+        L.append("| --- | --- | --- | --- | --- | --- |")
+        for key, f in o["final"].items():
+            if not f["seeds"]:
+                continue
+            env, arm = key.split("|")
+            L.append(
+                f"| {_short(env)} | {ARM_LABELS.get(arm, arm)} | {len(f['seeds'])} | "
+                f"{_f(o['before'][key]['avg']['mean'])} | {_ci(f['avg'], bounds=UNIT)} | {_ci(f['maj'], bounds=UNIT)} |"
+            )
+
+    L += ["", "### Against the paper's claims", ""]
+    L += paper_comparison(cfg, res, ks)
+    L += ["", "### Plots", ""]
+    for name, cap in PLOTS:
+        L.append(f"![{cap}]({img_prefix}{name})")
+    return "\n".join(L) + "\n"
+
+
+PLOTS = (
+    ("curves_samples.png", "training reward and held-out avg@k against training samples"),
+    ("curves_walltime.png", "the same against simulated wall time"),
+    ("final_scores.png", "final held-out avg@k, pass@k, maj@k per arm with 95% CIs"),
+    ("degenerate.png", "GRPO degenerate-group sample fraction over training"),
+    ("near_zero.png", "SPO near-zero advantage fractions over training"),
+    ("adv_variance.png", "raw advantage variance over training"),
+)
+
+
+def paper_comparison(cfg: dict[str, Any], res: dict[str, Any], ks: str) -> list[str]:
+    """Sentences generated from the numbers: where SPO wins, ties or loses, next to the paper's claims."""
+    paper = cfg.get("paper", {})
+    out: list[str] = []
+    d = res["diffs"].get("spo-grpo|maj", {})
+    avg = d.get("average", {})
+    gain = paper.get("maj_gain_pp")
+    if avg and _finite(avg.get("est")):
+        per = ", ".join(
+            f"{_short(e)} {c['verdict']} ({_ci(c, 1, 100, sign=True, bounds=None)})"
+            for e, c in d["per_env"].items()
+        )
+        line = (
+            f"- **maj{ks}, SPO − GRPO, average over {len(avg['envs'])} env(s): {_ci(avg, 1, 100, sign=True)} pp → "
+            f"{avg['verdict']}.** Per env: {per}. Paper: +{gain} pp maj@32 on five math benchmarks (Qwen3-8B)."
+        )
+        if _finite(avg.get("lo")) and gain is not None:
+            inside = avg["lo"] * 100 <= gain <= avg["hi"] * 100
+            line += f" The paper's +{gain} pp is {'inside' if inside else 'outside'} our interval."
+        out.append(line)
+    else:
+        out.append("- maj: SPO − GRPO needs finished SPO and GRPO runs.")
+    degs = [(e, res["diagnostics"][f"{e}|grpo"]) for e in cfg["envs"] if f"{e}|grpo" in res["diagnostics"]]
+    degs = [(e, x) for e, x in degs if _finite(x["frac_degenerate_samples"]["mean"])]
+    lo_hi = paper.get("degenerate_range", [0.6, 0.8])
+    if degs:
+        lo_, hi_ = lo_hi
+
+        def where(m: float) -> str:
+            return "within" if lo_ <= m <= hi_ else ("below" if m < lo_ else "above")
+
+        parts = ", ".join(
+            f"{_short(e)} {_f(x['frac_degenerate_samples_first_quarter']['mean'], 2)} → "
+            f"{_f(x['frac_degenerate_samples_last_quarter']['mean'], 2)} "
+            f"(training mean {_ci(x['frac_degenerate_samples'], 2, bounds=UNIT)}, "
+            f"{where(x['frac_degenerate_samples']['mean'])} the paper's range)"
+            for e, x in degs
+        )
+        out.append(
+            f"- **GRPO samples in degenerate groups** (first quarter → last quarter of training): {parts}. "
+            f"Paper: about {lo_:.0%} rising to over {hi_:.0%}."
+        )
+    vr = [
+        (e, res["variance_ratio_vs_no_baseline"][f"{e}|spo"])
+        for e in cfg["envs"]
+        if f"{e}|spo" in res["variance_ratio_vs_no_baseline"]
+        and _finite(res["variance_ratio_vs_no_baseline"][f"{e}|spo"]["est"])
+    ]
+    if vr:
+        target = paper.get("variance_ratio", 0.5)
+        parts = ", ".join(f"{_short(e)} {_ci(c, 2)}" for e, c in vr)
+        out.append(
+            f"- **Advantage variance, SPO ÷ no-baseline (raw reward)**: {parts}. Paper: about {target} "
+            "(the baseline roughly halves it). Below 1 means the tracker baseline reduces variance."
+        )
+    nz = [(e, res["diagnostics"][f"{e}|spo"]) for e in cfg["envs"] if f"{e}|spo" in res["diagnostics"]]
+    nz = [(e, x) for e, x in nz if _finite(x["frac_near_zero_0_02"]["mean"])]
+    if nz:
+        parts = ", ".join(
+            f"{_short(e)} {_f(x['frac_near_zero_1e4']['mean'], 3)} / {_f(x['frac_near_zero_0_02']['mean'], 3)}"
+            for e, x in nz
+        )
+        out.append(
+            f"- **SPO near-zero advantages** (|r − v̂| < 1e-4 / < 0.02, fraction of samples): {parts}. "
+            "GRPO wastes its degenerate groups entirely; SPO's near-zero share is the comparable waste."
+        )
+    return out
+
+
+# ---- plots -----------------------------------------------------------------------------------------
+
+
+def _band(
+    xs: list[np.ndarray], ys: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Mean and 95% t-band across seeds at the steps all seeds share."""
+    common = sorted(set.intersection(*(set(x.tolist()) for x in xs))) if xs else []
+    if not common:
+        return (np.array([]),) * 4  # type: ignore[return-value]
+    mat = np.array(
+        [
+            [dict(zip(x.tolist(), y.tolist(), strict=True))[s] for s in common]
+            for x, y in zip(xs, ys, strict=True)
+        ]
+    )
+    cis = [mean_ci(mat[:, j]) for j in range(mat.shape[1])]
+    m = np.array([c["mean"] for c in cis])
+    lo = np.array([c["lo"] if _finite(c["lo"]) else c["mean"] for c in cis])
+    hi = np.array([c["hi"] if _finite(c["hi"]) else c["mean"] for c in cis])
+    return np.asarray(common), m, lo, hi
+
+
+def _smooth(y: np.ndarray, w: int) -> np.ndarray:
+    if w <= 1 or y.size < w:
+        return y
+    k = np.ones(w) / w
+    return np.convolve(np.pad(y, (w - 1, 0), mode="edge"), k, mode="valid")
+
+
+def make_plots(
+    cfg: dict[str, Any], runs: Sequence[Run], res: dict[str, Any], out: Path, smooth: int = 5
+) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    arms, envs = list(cfg["arms"]), list(cfg["envs"])
+    done = [r for r in runs if r.finished]
+    groups = _group(done)
+    st = (res.get("simulated_time") or {}).get("arms", {})
+    written: list[Path] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=100)
+        plt.close(fig)
+        written.append(out / name)
+
+    for xkind, name in (("samples", "curves_samples.png"), ("time", "curves_walltime.png")):
+        fig, axes = plt.subplots(len(envs), 2, figsize=(11, 3.2 * len(envs)), squeeze=False)
+        for i, env in enumerate(envs):
+            for j, (key, title) in enumerate(
+                (("reward_mean", "training reward"), ("eval/success", "held-out avg@k"))
+            ):
+                ax = axes[i, j]
+                for arm in arms:
+                    rs = groups.get((env, arm), [])
+                    if not rs or (xkind == "time" and arm not in st):
+                        continue
+                    src = [r.train_rows() if j == 0 else r.eval_rows() for r in rs]
+                    xs, ys = zip(*(series(s, key) for s in src), strict=True)
+                    steps, m, lo, hi = _band(list(xs), list(ys))
+                    if not steps.size:
+                        continue
+                    if j == 0:
+                        m, lo, hi = _smooth(m, smooth), _smooth(lo, smooth), _smooth(hi, smooth)
+                    samples = steps * rs[0].batch_size
+                    if xkind == "samples":
+                        x = samples + rs[0].offline_samples
+                    else:
+                        x = (
+                            samples_to_time(
+                                samples, rs[0].batch_size, st[arm]["s_per_batch"], st[arm]["offline_s"]
+                            )
+                            / 3600
+                        )
+                    c = ARM_COLORS.get(arm)
+                    ax.plot(x, m, color=c, marker="o" if j else None, ms=3, label=ARM_LABELS.get(arm, arm))
+                    ax.fill_between(x, lo, hi, color=c, alpha=0.15)
+                xl = (
+                    "samples (incl. SPO offline-init samples)"
+                    if xkind == "samples"
+                    else "simulated wall time (h)"
+                )
+                ax.set(title=f"{_short(env)}: {title}", xlabel=xl, ylim=(-0.02, 1.02))
+                ax.grid(alpha=0.3)
+                if i == 0 and j == 0:
+                    ax.legend(fontsize=8)
+        save(fig, name)
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    width = 0.8 / max(len(arms), 1)
+    for ax, m in zip(axes, ("avg", "pass", "maj"), strict=True):
+        for a_i, arm in enumerate(arms):
+            cis = [res["final"][f"{e}|{arm}"][m] for e in envs]
+            mean = np.array([c["mean"] for c in cis])
+            err = np.array(
+                [[c["mean"] - c["lo"], c["hi"] - c["mean"]] if _finite(c["lo"]) else [0, 0] for c in cis]
+            ).T
+            xpos = np.arange(len(envs)) + a_i * width
+            ax.bar(
+                xpos,
+                mean,
+                width,
+                yerr=err,
+                color=ARM_COLORS.get(arm),
+                label=ARM_LABELS.get(arm, arm),
+                capsize=2,
+            )
+        ax.set_xticks(
+            np.arange(len(envs)) + width * (len(arms) - 1) / 2, [_short(e) for e in envs], fontsize=8
+        )
+        ax.set(title=f"final {m}@k", ylim=(0, 1))
+        ax.grid(alpha=0.3, axis="y")
+    axes[0].legend(fontsize=7)
+    save(fig, "final_scores.png")
+
+    lo_hi = cfg.get("paper", {}).get("degenerate_range", [0.6, 0.8])
+    for name, keys, arms_here, ylab in (
+        ("degenerate.png", [("adv/frac_samples_in_degenerate_groups", "-")], ["grpo"], "fraction of samples"),
+        (
+            "near_zero.png",
+            [("adv/frac_near_zero_1e4", ":"), ("adv/frac_near_zero_0_02", "-")],
+            [a for a in arms if a.startswith("spo")],
+            "fraction of samples",
+        ),
+        ("adv_variance.png", [("adv/raw_variance", "-")], arms, "raw advantage variance"),
+    ):
+        fig, axes = plt.subplots(1, len(envs), figsize=(4.2 * len(envs), 3.4), squeeze=False)
+        for i, env in enumerate(envs):
+            ax = axes[0, i]
+            if name == "degenerate.png":
+                ax.axhspan(lo_hi[0], lo_hi[1], color="orange", alpha=0.15, label="paper: ~60% → 80%")
+            for arm in arms_here:
+                rs = groups.get((env, arm), [])
+                for key, ls in keys:
+                    if not rs:
+                        continue
+                    xs, ys = zip(*(series(r.train_rows(), key) for r in rs), strict=True)
+                    steps, m, lo, hi = _band(list(xs), list(ys))
+                    if not steps.size:
+                        continue
+                    x = steps * rs[0].batch_size
+                    lab = ARM_LABELS.get(arm, arm) + (f" {key.split('_')[-1]}" if len(keys) > 1 else "")
+                    ax.plot(x, _smooth(m, smooth), ls=ls, color=ARM_COLORS.get(arm), label=lab)
+                    ax.fill_between(
+                        x, _smooth(lo, smooth), _smooth(hi, smooth), color=ARM_COLORS.get(arm), alpha=0.12
+                    )
+            ax.set(title=_short(env), xlabel="training samples", ylabel=ylab)
+            ax.grid(alpha=0.3)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=7)
+        save(fig, name)
+    return written
+
+
+# ---- output ----------------------------------------------------------------------------------------
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, float | np.floating):
+        return round(float(x), 6) if math.isfinite(x) else None
+    if isinstance(x, np.integer):
+        return int(x)
+    return x
+
+
+def update_readme(readme: Path, body: str) -> bool:
+    """Replace the text between the README's generated-section markers; False if the markers are missing."""
+    if not readme.is_file():
+        return False
+    text = readme.read_text()
+    pat = re.compile(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.S)
+    if not pat.search(text):
+        return False
+    readme.write_text(pat.sub(lambda _: f"{README_BEGIN}\n\n{body}\n{README_END}", text))
+    return True
+
+
+def write_report(
+    cfg: dict[str, Any],
+    jobs: Sequence[Any],
+    out: Path,
+    *,
+    trl_dir: Path,
+    update_readme_file: bool = True,
+) -> dict[str, Any]:
+    """Read every run under cfg['run_root'] and write results.json, results.md, the PNGs and README section."""
+    out.mkdir(parents=True, exist_ok=True)
+    runs = read_runs(Path(cfg["run_root"]))
+    main_tag = next((j.model_tag for j in jobs if j.model == str(cfg["model"])), str(cfg["model"]))
+    expected = [(j.env, j.arm, j.seed) for j in jobs if j.model_tag == main_tag]
+    # Main tables: only the runs of the configured grid (a run left from other seeds is not mixed in).
+    wanted = set(expected)
+    main_runs = [r for r in runs if r.model_tag == main_tag and (r.env, r.arm, r.seed) in wanted]
+    arms, envs = list(cfg["arms"]), list(cfg["envs"])
+    res = aggregate(main_runs, arms, envs, cfg.get("simulated_time"))
+    others: dict[str, dict[str, Any]] = {}
+    for tag in sorted({r.model_tag for r in runs} - {main_tag}):
+        rs = [r for r in runs if r.model_tag == tag]
+        others[tag] = aggregate(rs, sorted({r.arm for r in rs}, key=arms.index), envs, None)
+    trl = read_trl(trl_dir)
+    md = render_markdown(cfg, res, main_runs, expected, trl, others)
+    (out / "results.md").write_text(f"# Learning study results\n\n{md}")
+    if any(r.finished for r in main_runs):
+        make_plots(cfg, main_runs, res, out)
+    payload = {
+        "config": {k: v for k, v in cfg.items()},
+        "machine": {"python": platform.python_version(), "platform": platform.platform()},
+        "runs": [
+            {
+                "model": r.model_tag,
+                "env": r.env,
+                "arm": r.arm,
+                "seed": r.seed,
+                "finished": r.finished,
+                "path": str(r.path),
+            }
+            for r in runs
+        ],
+        "results": res,
+        "other_models": others,
+        "trl": trl,
+    }
+    (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1))
+    if update_readme_file:
+        update_readme(out / "README.md", md)
+    return payload

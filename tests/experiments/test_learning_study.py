@@ -1,0 +1,363 @@
+"""Fast tests for the learning study's pure parts (experiments/learning): statistics, job grid,
+run reading, report rendering and the simulated-time mapping. No training, except one slow smoke."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import zlib
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+import yaml
+
+STUDY = Path(__file__).resolve().parents[2] / "experiments" / "learning"
+
+
+def _load(name: str) -> ModuleType:
+    """Import a study module under a unique name (experiments/latency also has a run.py)."""
+    if str(STUDY) not in sys.path:
+        sys.path.insert(0, str(STUDY))
+    spec = importlib.util.spec_from_file_location(f"learning_{name}", STUDY / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up here
+    spec.loader.exec_module(mod)
+    return mod
+
+
+report = _load("report")
+study = _load("run")
+trl_ref = _load("trl_reference")
+
+
+# ---- statistics -------------------------------------------------------------------------------------
+
+
+def test_t_quantile_matches_scipy() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    for df in (1, 2, 3, 4.5, 7, 12.3, 29, 30, 31, 45.7, 100, 1000):
+        assert report.t_quantile_975(df) == pytest.approx(stats.t.ppf(0.975, df), rel=2e-3)
+
+
+def test_mean_ci_by_hand() -> None:
+    ci = report.mean_ci([0.1, 0.2, 0.3])
+    h = 4.3027 * 0.1 / math.sqrt(3)
+    assert ci["n"] == 3 and ci["mean"] == pytest.approx(0.2)
+    assert (ci["lo"], ci["hi"]) == pytest.approx((0.2 - h, 0.2 + h))
+    one = report.mean_ci([0.5, float("nan"), None])
+    assert one["n"] == 1 and one["mean"] == 0.5 and math.isnan(one["lo"])
+    assert report.mean_ci([])["n"] == 0
+
+
+def test_diff_ci_is_welch() -> None:
+    stats = pytest.importorskip("scipy.stats")
+    a, b = [0.5, 0.6, 0.7, 0.65], [0.3, 0.5, 0.35]
+    ci = report.diff_ci(a, b)
+    va, vb = np.var(a, ddof=1) / 4, np.var(b, ddof=1) / 3
+    df = (va + vb) ** 2 / (va**2 / 3 + vb**2 / 2)
+    h = stats.t.ppf(0.975, df) * math.sqrt(va + vb)
+    assert ci["est"] == pytest.approx(np.mean(a) - np.mean(b))
+    assert ci["df"] == pytest.approx(df)
+    assert (ci["hi"] - ci["lo"]) / 2 == pytest.approx(h, rel=2e-3)
+    assert (ci["hi"] + ci["lo"]) / 2 == pytest.approx(ci["est"])
+    assert report.verdict(ci) == "win"
+    assert report.verdict(report.diff_ci(b, a)) == "loss"
+    assert report.verdict(report.diff_ci([0.1, 0.5], [0.2, 0.4])) == "tie"
+    assert report.verdict(report.diff_ci([0.5], [0.1, 0.2])) == "n/a"  # one seed: no interval, no win
+
+
+def test_average_of_differences_reduces_to_single_difference() -> None:
+    a, b = [0.4, 0.5, 0.6], [0.2, 0.25, 0.4]
+    one = report.diff_ci(a, b)
+    two = report.lincomb_ci([(0.5, a), (-0.5, b), (0.5, a), (-0.5, b)])
+    assert two["est"] == pytest.approx(one["est"])
+    # Treating the same data as two independent environments halves the variance of the average.
+    assert (two["hi"] - two["lo"]) < (one["hi"] - one["lo"])
+
+
+def test_ratio_ci() -> None:
+    r = report.ratio_ci([1.0, 1.2, 0.8], [2.0, 2.2, 1.8])
+    assert r["est"] == pytest.approx(0.5) and r["lo"] < 0.5 < r["hi"]
+    assert math.isnan(report.ratio_ci([1.0], [0.0])["est"])
+    exact = report.ratio_ci([1.0, 1.0], [2.0, 2.0])
+    assert exact["lo"] == exact["hi"] == 0.5
+
+
+# ---- simulated time ------------------------------------------------------------------------------------
+
+
+def test_samples_to_time_is_linear_with_offset() -> None:
+    t = report.samples_to_time(np.array([0, 32, 64]), 32, 100.0, offset_s=50.0)
+    assert t.tolist() == [50.0, 150.0, 250.0]
+
+
+def test_simulated_group_barrier_is_slower_than_streaming() -> None:
+    """Paper-fig5 profile, 2x over-provisioning: GRPO's group barrier costs more time per batch."""
+    kw = {"preset": "paper-fig5", "overprovision": 2.0, "seeds": 20}
+    spo = report.simulate_batch_time("stream", 24, 8, **kw)
+    grpo = report.simulate_batch_time("group", 24, 8, **kw)
+    assert spo["n"] == 20 and 79 < spo["mean"] < 138  # the 24th of 48 is a body draw
+    assert grpo["mean"] > 1.5 * spo["mean"]
+    again = report.simulate_batch_time("stream", 24, 8, **kw)
+    assert again["mean"] == spo["mean"]  # seeded
+
+
+# ---- the job grid --------------------------------------------------------------------------------------
+
+
+def test_build_jobs_grid_budget_and_filters(tmp_path: Path) -> None:
+    cfg = study.load_study_config(STUDY / "config.yaml")
+    jobs = study.build_jobs(cfg, model="org/some-model", device="cuda")
+    assert len(jobs) == len(cfg["arms"]) * len(cfg["envs"]) * len(cfg["seeds"])
+    assert len({j.name for j in jobs}) == len(jobs)
+    assert {j.model_tag for j in jobs} == {"org--some-model"}
+    budgets = study.check_equal_budget(jobs)
+    c = study.resolve(jobs[0])
+    assert budgets == {"org--some-model": c.steps * c.rollout.batch_size}
+    grpo = next(j for j in jobs if j.arm == "grpo")
+    g = study.resolve(grpo)
+    assert g.algo.name == "grpo" and g.rollout.batch_size % g.algo.group_size == 0
+    assert g.model.device == "cuda" and g.eval.k > 1
+    no_init = study.resolve(next(j for j in jobs if j.arm == "spo_no_offline_init"))
+    assert no_init.algo.name == "spo" and no_init.algo.offline_init is False
+    sel = study.select(jobs, ["spo/calculator"])
+    assert {(j.arm, j.env) for j in sel} == {("spo", "agentrl/Calculator-v0")}
+    sel = study.select(jobs, ["*/KBSearch-v0", "grpo"])
+    assert {j.env for j in sel if j.arm != "grpo"} == {"agentrl/KBSearch-v0"}
+    assert {j.env for j in sel if j.arm == "grpo"} == set(cfg["envs"])
+
+    q = study.load_study_config(STUDY / "config.yaml", quick=True)
+    assert q["quick"] and q["common"]["steps"] < cfg["common"]["steps"]
+    assert "eval.every" in q["common"] and len(q["seeds"]) >= 2
+    with_smol = study.build_jobs(q, model="m", smollm2=True)
+    assert {j.model for j in with_smol} == {"m", "smollm2-135m"}
+
+
+def test_unequal_budget_is_refused() -> None:
+    cfg = study.load_study_config(STUDY / "config.yaml")
+    cfg["arms"] = {"spo": {"algo.name": "spo"}, "grpo": {"algo.name": "grpo", "steps": 7}}
+    with pytest.raises(SystemExit, match="unequal"):
+        study.check_equal_budget(study.build_jobs(cfg, model="m"))
+
+
+def test_model_tag() -> None:
+    assert study.model_tag("tiny") == "tiny"
+    assert study.model_tag("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB--SmolLM2-135M"
+    assert study.model_tag("/tmp/x/micro model") == "micro_model"
+
+
+# ---- reading runs and rendering --------------------------------------------------------------------------
+
+
+def _fake_run(
+    root: Path, arm: str, env: str, seed: int, final: float, *, steps: int = 8, batch: int = 8
+) -> None:
+    """A run directory as run.py + Trainer leave it, with synthetic but plausible numbers."""
+    rng = np.random.default_rng(zlib.crc32(f"{arm}|{env}|{seed}".encode()))
+    d = root / "m" / f"{study.env_short(env)}-{arm}-s{seed}"
+    d.mkdir(parents=True)
+    (d / "job.json").write_text(json.dumps({"arm": arm, "env": env, "seed": seed, "model_tag": "m"}))
+    algo = {"name": "grpo" if arm == "grpo" else ("no_baseline" if arm == "no_baseline" else "spo")}
+    algo.update(group_size=4, offline_n0=2)
+    (d / "config.yaml").write_text(
+        yaml.safe_dump({"steps": steps, "rollout": {"batch_size": batch}, "algo": algo, "eval": {"k": 4}})
+    )
+    rows = [{"step": 0, "eval/success": 0.1}]
+    for s in range(1, steps + 1):
+        row = {
+            "step": s,
+            "reward_mean": float(rng.uniform(0, 1)),
+            "adv/raw_variance": float(
+                {"spo": 0.1, "grpo": 0.12, "no_baseline": 0.2}.get(arm, 0.15) + rng.uniform(0, 0.01)
+            ),
+            "adv/frac_near_zero_1e4": 0.0,
+            "adv/frac_near_zero_0_02": float(rng.uniform(0, 0.1)),
+            "time/step_s": 1.0,
+        }
+        if arm == "grpo":
+            row["adv/frac_samples_in_degenerate_groups"] = 0.5 + 0.3 * s / steps
+        if s == steps // 2:
+            row["eval/success"] = (0.1 + final) / 2
+        rows.append(row)
+    rows.append({"step": steps, "eval/success": final})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+    def ev(x: float) -> dict[str, object]:
+        return {
+            "k": 4,
+            "avg_at_k": x,
+            "pass_at": {"1": x, "4": min(1, 2 * x)},
+            "maj_at": {"1": x, "4": x + 0.01},
+        }
+
+    off = {"prompts": 4} if arm == "spo" else None
+    (d / "summary.json").write_text(
+        json.dumps(
+            {
+                "steps": steps,
+                "seconds": 10.0,
+                "eval_before": ev(0.1),
+                "eval_after": ev(final),
+                "offline_init": off,
+            }
+        )
+    )
+
+
+def _fake_study(tmp_path: Path) -> dict[str, object]:
+    cfg = study.load_study_config(STUDY / "config.yaml", quick=True)
+    cfg.update(
+        model="m", run_root=str(tmp_path / "runs"), envs=["agentrl/Calculator-v0", "agentrl/KBSearch-v0"]
+    )
+    cfg["seeds"] = [0, 1, 2]
+    cfg["simulated_time"] = {"preset": "paper-fig5", "overprovision": 2.0, "seeds": 5}
+    cfg["trl"] = {"enabled": True, "env": "agentrl/Calculator-v0", "seeds": [0]}
+    for env in cfg["envs"]:
+        for seed in (0, 1, 2):
+            _fake_run(tmp_path / "runs", "spo", env, seed, 0.6 + 0.01 * seed)
+            _fake_run(tmp_path / "runs", "grpo", env, seed, 0.3 + 0.02 * seed)
+            _fake_run(tmp_path / "runs", "no_baseline", env, seed, 0.45 + 0.1 * seed)
+            # spo_no_offline_init: missing on purpose (an unfinished study)
+    return cfg
+
+
+def test_read_runs_and_aggregate(tmp_path: Path) -> None:
+    cfg = _fake_study(tmp_path)
+    runs = report.read_runs(tmp_path / "runs")
+    assert len(runs) == 18 and all(r.finished for r in runs)
+    spo = next(r for r in runs if r.arm == "spo")
+    assert spo.offline_samples == 8 and spo.batch_size == 8 and len(spo.train_rows()) == 8
+    assert [int(r["step"]) for r in spo.eval_rows()] == [0, 4, 8]
+    assert report.eval_metrics(spo.summary["eval_after"])["maj"] == pytest.approx(
+        spo.summary["eval_after"]["maj_at"]["4"]
+    )
+    g = next(r for r in runs if r.arm == "grpo")
+    assert report.run_mean(g, "adv/frac_samples_in_degenerate_groups", 0.75, 1.0) == pytest.approx(
+        np.mean([0.5 + 0.3 * s / 8 for s in (7, 8)])
+    )
+    res = report.aggregate(runs, list(cfg["arms"]), cfg["envs"], cfg["simulated_time"])
+    d = res["diffs"]["spo-grpo|avg"]
+    assert d["per_env"]["agentrl/Calculator-v0"]["verdict"] == "win"
+    assert d["average"]["est"] == pytest.approx(0.3 - 0.01)
+    assert res["diffs"]["spo-no_baseline|avg"]["average"]["verdict"] in ("win", "tie")
+    assert res["final"]["agentrl/Calculator-v0|spo_no_offline_init"]["avg"]["n"] == 0
+    ratio = res["variance_ratio_vs_no_baseline"]["agentrl/Calculator-v0|spo"]
+    assert 0.4 < ratio["est"] < 0.6
+    st = res["simulated_time"]["arms"]
+    assert st["grpo"]["s_per_batch"] > st["spo"]["s_per_batch"] > 0
+    assert st["spo"]["offline_s"] > 0 and st["grpo"]["offline_s"] == 0
+
+
+def test_write_report_end_to_end(tmp_path: Path) -> None:
+    cfg = _fake_study(tmp_path)
+    trl_dir = tmp_path / "runs" / "m" / "trl"
+    trl_dir.mkdir(parents=True)
+    (trl_dir / "seed0.json").write_text(
+        json.dumps(
+            {
+                "status": "ok",
+                "seed": 0,
+                "trl_version": "x",
+                "train_samples": 64,
+                "group_size": 4,
+                "eval_tasks": 4,
+                "eval_k": 4,
+                "before": {"avg": 0.1, "pass": 0.2, "maj": 0.1},
+                "after": {"avg": 0.2, "pass": 0.3, "maj": 0.2},
+                "train_seconds": 3.0,
+                "total_seconds": 5.0,
+            }
+        )
+    )
+    (trl_dir / "seed1.json").write_text(
+        json.dumps({"status": "error", "seed": 1, "error": "ImportError: no trl"})
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "README.md").write_text(f"intro\n{report.README_BEGIN}\nold\n{report.README_END}\ntail\n")
+    jobs = study.build_jobs(cfg)
+    payload = report.write_report(cfg, jobs, out, trl_dir=trl_dir)
+    md = (out / "results.md").read_text()
+    assert "18 of 24 runs finished" in md
+    assert "spo_no_offline_init/Calculator-v0/s0" in md  # missing runs are named
+    assert "SPO − GRPO" in md and "win" in md
+    assert "TRL GRPO (single-turn, no tools)" in md and "ImportError: no trl" in md
+    assert "Against the paper's claims" in md and "+3.4 pp" in md
+    for name, _ in report.PLOTS:
+        assert (out / name).is_file() and (out / name).stat().st_size > 1000
+    readme = (out / "README.md").read_text()
+    assert readme.startswith("intro\n") and readme.endswith("tail\n") and "old" not in readme
+    assert "### Final held-out scores" in readme
+    data = json.loads((out / "results.json").read_text())
+    assert data["results"]["diffs"]["spo-grpo|maj"]["average"]["verdict"] == "win"
+    assert payload["trl"]["errors"][0]["seed"] == 1
+    # The report is a function of the run directories: a second pass gives the same markdown.
+    report.write_report(cfg, jobs, out, trl_dir=trl_dir, update_readme_file=False)
+    assert (out / "results.md").read_text() == md
+
+
+def test_empty_study_says_so(tmp_path: Path) -> None:
+    cfg = study.load_study_config(STUDY / "config.yaml")
+    cfg.update(run_root=str(tmp_path / "none"))
+    out = tmp_path / "out"
+    report.write_report(
+        cfg, study.build_jobs(cfg), out, trl_dir=tmp_path / "none" / "trl", update_readme_file=False
+    )
+    md = (out / "results.md").read_text()
+    assert "No finished runs yet" in md and "0 of 36 runs finished" in md
+
+
+def test_readme_has_markers() -> None:
+    text = (STUDY / "README.md").read_text()
+    assert text.count(report.README_BEGIN) == 1 and text.count(report.README_END) == 1
+
+
+# ---- the TRL reference's scoring (no TRL needed) ----------------------------------------------------------
+
+
+def test_single_turn_scoring_uses_the_env_scorer() -> None:
+    import gymnasium
+
+    import agentrl.envs  # noqa: F401
+
+    env = gymnasium.make("agentrl/Calculator-v0").unwrapped
+    task = env.tasks("test")[0]
+    assert trl_ref.score_completion(env, task, f"so <answer>{task.answer}</answer>")[0] == 1.0
+    assert trl_ref.score_completion(env, task, f"<answer>{task.answer + 1}</answer>")[0] == 0.0
+    assert trl_ref.score_completion(env, task, "no answer here") == (0.0, None)
+    assert (
+        trl_ref.completion_text([{"role": "assistant", "content": "<answer>3</answer>"}])
+        == "<answer>3</answer>"
+    )
+    m = trl_ref.summarise_samples([[1.0, 0.0], [0.0, 0.0]], [["5", "6"], [None, "7"]], 2)
+    assert m["avg"] == 0.25 and m["pass"] == 0.5 and m["maj"] == 0.5
+
+
+# ---- one slow end-to-end smoke (trains) ----------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_quick_study_on_micro_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_trainer import make_micro_model
+
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
+    micro = make_micro_model(tmp_path / "micro")
+    cfg_path = tmp_path / "config.yaml"
+    cfg = yaml.safe_load((STUDY / "config.yaml").read_text())
+    cfg["quick"]["run_root"] = str(tmp_path / "runs")
+    cfg["quick"]["seeds"] = [0, 1]
+    cfg["envs"] = ["agentrl/Calculator-v0"]
+    cfg_path.write_text(yaml.safe_dump(cfg))
+    out = tmp_path / "out"
+    args = ["--config", str(cfg_path), "--quick", "--model", str(micro), "--skip-trl", "--out", str(out)]
+    assert study.main(args) == 0
+    md = (out / "results.md").read_text()
+    assert "8 of 8 runs finished" in md
+    # Re-running skips finished runs and rebuilds the same report.
+    assert study.main(args) == 0
+    assert (out / "results.md").read_text() == md
