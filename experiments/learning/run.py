@@ -112,9 +112,10 @@ def build_jobs(
     for mdl, arms, envs, seeds, extra in blocks:
         tag = model_tag(mdl)
         root = str(Path(cfg["run_root"]) / tag)
+        # seed-major within an env: a study stopped part-way has every arm at the same seeds
         for env in envs:
-            for arm in arms:
-                for seed in seeds:
+            for seed in seeds:
+                for arm in arms:
                     name = f"{env_short(env)}-{arm}-s{seed}"
                     ov: dict[str, Any] = dict(cfg.get("common", {}))
                     ov.update((cfg.get("env_overrides") or {}).get(env, {}))
