@@ -363,7 +363,7 @@ def _masked_loss(model: Any, pad_id: int, batch: Sequence[tuple[list[int], list[
 
     Rows of one env share their system prompt and tool schemas (two thirds of a calculator demo), so
     that prefix runs once and its key/value cache is repeated across the batch: the same loss and
-    gradients as a full forward (checked to 1e-6 in the tests) at about a third of the cost.
+    gradients as a full forward (checked to 1e-5 in the tests) at about a third of the cost.
     """
     from transformers import DynamicCache
 
