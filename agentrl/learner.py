@@ -40,6 +40,7 @@ from agentrl.algo.loss import (
     ppo_clip_token_losses,
     token_logprobs,
 )
+from agentrl.prefix import selected_logits
 from agentrl.types import Trajectory
 
 log = logging.getLogger(__name__)
@@ -90,6 +91,9 @@ class LossConfig:
     # KL pass is an extra forward, so large batches can estimate it from a subset.
     kl_max_sequences: int | None = None
     grad_sync: Literal["auto", "wrapper", "learner"] = "auto"
+    # Run the prompt head the micro-batch's rows share once and project to the vocabulary only at
+    # loss positions (`agentrl.prefix`); same loss and gradients, a fraction of the cost.
+    share_prefix: bool = True
 
     def __post_init__(self) -> None:
         ClipConfig(self.clip_low, self.clip_high, self.dual_clip)  # validates
@@ -331,8 +335,31 @@ class Learner:
             pad_id=self.pad_id,
         )
 
+    def _logits(self, p: _Padded, select: torch.Tensor) -> torch.Tensor:
+        if self.loss_cfg.share_prefix:
+            return selected_logits(self.model, p.input_ids, p.attention_mask, select)
+        return _forward_logits(self.model, p.input_ids, p.attention_mask)[:, :-1][select]
+
+    @torch.no_grad()
+    def _score_sampled(self, trajs: Sequence[Trajectory]) -> list[np.ndarray]:
+        """Current log-probs on the `loss_mask` tokens only (zeros elsewhere): all the KL needs."""
+        out: list[np.ndarray] = []
+        step = self.loss_cfg.micro_batch_size
+        for s in range(0, len(trajs), step):
+            chunk = trajs[s : s + step]
+            p = _pad(chunk, np.zeros(len(chunk)), self.device, self.pad_id)
+            sel = p.loss_mask > 0
+            lp = torch.zeros_like(p.old_logprobs)
+            lp[sel] = token_logprobs(self._logits(p, sel), p.input_ids[:, 1:][sel], self.loss_cfg.temperature)
+            lp_np = lp.float().cpu().numpy()
+            for i, x in enumerate(chunk):
+                row = np.zeros(len(x.token_ids), dtype=np.float32)
+                row[1:] = lp_np[i, : len(x.token_ids) - 1]
+                out.append(row)
+        return out
+
     def _mean_kl(self, trajs: Sequence[Trajectory], ref: Sequence[np.ndarray]) -> float:
-        new = self.score(trajs)
+        new = self._score_sampled(trajs)
         total, count = 0.0, 0.0
         for x, r, nw in zip(trajs, ref, new, strict=True):
             m = np.asarray(x.loss_mask, dtype=bool)
@@ -379,21 +406,27 @@ class Learner:
                     idx = mb[s : s + cfg.micro_batch_size]
                     chunk = [trajs[i] for i in idx]
                     p = _pad(chunk, adv[idx], self.device, self.pad_id)
-                    logits = _forward_logits(self.model, p.input_ids, p.attention_mask)[:, :-1]
-                    lp = token_logprobs(logits, p.input_ids[:, 1:], cfg.temperature)
+                    m = p.loss_mask
+                    sel = m > 0
+                    # logits only where the loss looks (the shared prompt head runs once); scattered
+                    # back to [B, T-1] so aggregation sees the usual padded layout
+                    logits = self._logits(p, sel)
+                    lp = torch.zeros_like(p.old_logprobs).index_put(
+                        (sel,), token_logprobs(logits, p.input_ids[:, 1:][sel], cfg.temperature)
+                    )
                     tok_loss, ratio, clipped = ppo_clip_token_losses(lp, p.old_logprobs, p.advantages, clip)
                     kl_tok = kl_k3(p.old_logprobs, lp)
                     if cfg.kl_coef:
                         tok_loss = tok_loss + cfg.kl_coef * kl_tok
-                    m = p.loss_mask
-                    sel = m > 0
                     if cfg.entropy_coef:
-                        ent_tok = entropy_from_logits(logits, cfg.temperature)
+                        ent_tok = torch.zeros_like(lp).index_put(
+                            (sel,), entropy_from_logits(logits, cfg.temperature)
+                        )
                         tok_loss = tok_loss - cfg.entropy_coef * ent_tok
                     else:
                         with torch.no_grad():
                             ent_tok = torch.zeros_like(lp)
-                            ent_tok[sel] = entropy_from_logits(logits.detach()[sel], cfg.temperature)
+                            ent_tok[sel] = entropy_from_logits(logits.detach(), cfg.temperature)
                     loss = aggregate(tok_loss, m, cfg.aggregation, num_tokens=n_tok, num_seqs=n_seq)
                     if not torch.isfinite(loss):
                         bad = True

@@ -80,6 +80,7 @@ class OptimConfig:
     warmup_steps: int = 0
     mini_batches: int = 2
     epochs: int = 1
+    micro_batch_size: int = 16  # rows per forward/backward; gradients accumulate up to a mini-batch
 
 
 @dataclass

@@ -261,6 +261,7 @@ class Trainer:
             aggregation=cfg.loss.aggregation,
             num_minibatches=cfg.optim.mini_batches,
             epochs=cfg.optim.epochs,
+            micro_batch_size=cfg.optim.micro_batch_size,
             temperature=cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0,
         )
         policy = self._make_policy(model, tokenizer)

@@ -24,7 +24,7 @@ from agentrl.algo import (
     make_divergence,
     spo,
 )
-from agentrl.learner import Learner, LossConfig, OptimizerConfig, compute_logprobs
+from agentrl.learner import Learner, LossConfig, OptimizerConfig, _pad, compute_logprobs
 from agentrl.types import Trajectory
 
 VOCAB = 32
@@ -153,6 +153,58 @@ def test_gradient_accumulation_matches_one_big_batch(aggregation: str) -> None:
     assert s1.grad_norm == pytest.approx(s2.grad_norm, rel=1e-4)
     for p0, p1, p2 in zip(start, params(m1), params(m2), strict=True):
         torch.testing.assert_close(p1 - p0, p2 - p0, atol=1e-8, rtol=1e-3)  # 1e-8: a few ulps of the weights
+
+
+def shared_head_batch(model: torch.nn.Module, n: int = 6, head: int = 20) -> list[Trajectory]:
+    """Like `scored_batch`, but every trajectory opens with the same `head` tokens (a system prompt)."""
+    rng = np.random.default_rng(3)
+    common = [int(x) for x in rng.integers(0, VOCAB, size=head)]
+    trajs = []
+    for t in scored_batch(model, seed=4, n=n):
+        t.token_ids = common + t.token_ids
+        t.loss_mask = [0] * head + t.loss_mask
+        t.logprobs = [0.0] * head + t.logprobs
+        trajs.append(t)
+    for t, lp in zip(trajs, compute_logprobs(model, trajs), strict=True):
+        t.logprobs = [float(v) if m else 0.0 for v, m in zip(lp, t.loss_mask, strict=True)]
+    return trajs
+
+
+def test_selected_logits_equal_the_full_forward() -> None:
+    from agentrl.prefix import selected_logits, shares_prefix
+
+    model = tiny_lm()
+    trajs = shared_head_batch(model)
+    p = _pad(trajs, np.zeros(len(trajs)), torch.device("cpu"), 0)
+    sel = p.loss_mask > 0
+    assert shares_prefix(model) and int(sel.any(0).nonzero()[0]) >= 20
+    with torch.no_grad():
+        full = model(input_ids=p.input_ids, attention_mask=p.attention_mask).logits[:, :-1][sel]
+        fast = selected_logits(model, p.input_ids, p.attention_mask, sel)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="select must be"):
+        selected_logits(model, p.input_ids, p.attention_mask, sel[:, 1:])
+
+
+@pytest.mark.parametrize(("aggregation", "entropy_coef"), [("token-mean", 0.0), ("seq-mean", 0.01)])
+def test_shared_prefix_update_equals_the_full_forward_update(aggregation: str, entropy_coef: float) -> None:
+    trajs = shared_head_batch(tiny_lm(), n=7)
+    adv = np.linspace(-1, 1, len(trajs))
+    m1, m2 = tiny_lm(), tiny_lm()
+    start = params(m1)
+    opt = OptimizerConfig(lr=1e-2, eps=1.0, weight_decay=0.0)  # deltas compare gradients (see above)
+    stats = []
+    for model, share in ((m1, True), (m2, False)):
+        loss = LossConfig(
+            micro_batch_size=4, aggregation=aggregation, entropy_coef=entropy_coef, share_prefix=share
+        )
+        stats.append(Learner(model, opt, loss).update(trajs, adv))
+    fast, full = stats
+    for name in ("loss", "kl", "entropy", "ratio_mean"):
+        assert getattr(fast, name) == pytest.approx(getattr(full, name), rel=1e-4, abs=1e-7), name
+    assert fast.grad_norm == pytest.approx(full.grad_norm, rel=1e-4)
+    for p0, p1, p2 in zip(start, params(m1), params(m2), strict=True):
+        torch.testing.assert_close(p1 - p0, p2 - p0, atol=1e-8, rtol=1e-3)
 
 
 def test_minibatches_take_one_step_each_and_clip() -> None:

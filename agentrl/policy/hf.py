@@ -31,9 +31,10 @@ import torch
 
 from agentrl.chat import stop_token_ids as default_stop_ids
 from agentrl.policy.base import PolicyError, PolicyTimeoutError, WeightsSource, check_prompt
+from agentrl.policy.kv_store import KVEntry, PrefixKVStore
 from agentrl.types import Generation, SamplingParams
 
-__all__ = ["HFPolicy", "load_weights_dir", "rescore", "sample_token"]
+__all__ = ["HFPolicy", "load_weights_dir", "rescore", "sample_rows", "sample_token"]
 
 
 @dataclass(eq=False)
@@ -45,28 +46,52 @@ class _Request:
     result: Generation | None = field(default=None)
 
 
+def sample_rows(
+    logits: torch.Tensor, params: Sequence[SamplingParams], generators: Sequence[torch.Generator]
+) -> tuple[list[int], list[float]]:
+    """Draw one token per row of `logits` [n, V]; return the tokens and their log-probs.
+
+    Rows with equal settings are sampled together (one softmax, one inverse-CDF lookup); each row
+    still takes its uniform draw from its own generator, so a request's samples depend only on its
+    seed and its logits.
+    """
+    n = logits.shape[0]
+    toks, lps = [0] * n, [0.0] * n
+    groups: dict[tuple[float, int, float], list[int]] = {}
+    for i, p in enumerate(params):
+        groups.setdefault((p.temperature, p.top_k, p.top_p), []).append(i)
+    for (temperature, top_k, top_p), rows in groups.items():
+        x = logits[rows].float()
+        if temperature == 0:
+            tok = x.argmax(-1)
+            lp = torch.log_softmax(x, -1).gather(-1, tok[:, None])[:, 0]
+        else:
+            logp = torch.log_softmax(x / temperature, dim=-1)
+            probs = logp.exp()
+            if 0 < top_k < probs.shape[-1]:
+                kth = torch.topk(probs, top_k, dim=-1).values[:, -1:]
+                probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))
+            if top_p < 1.0:
+                sorted_p, order = torch.sort(probs, dim=-1, descending=True)
+                cum = torch.cumsum(sorted_p, dim=-1)
+                drop = (cum - sorted_p) > top_p * cum[:, -1:]  # keep the smallest prefix reaching top_p
+                probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+            u = torch.cat([torch.rand(1, generator=generators[i], dtype=torch.float64) for i in rows])
+            cdf = torch.cumsum(probs.double(), dim=-1)
+            tok = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
+            tok = torch.minimum(tok, (probs > 0).cumsum(-1).argmax(-1))  # rounding at the top end
+            lp = logp.gather(-1, tok[:, None])[:, 0]
+        for i, t, v in zip(rows, tok.tolist(), lp.tolist(), strict=True):
+            toks[i], lps[i] = t, v
+    return toks, lps
+
+
 def sample_token(
     logits: torch.Tensor, params: SamplingParams, generator: torch.Generator
 ) -> tuple[int, float]:
     """Draw one token from a row of logits; return it with its log-prob (see module docstring)."""
-    logits = logits.float()
-    if params.temperature == 0:
-        logp = torch.log_softmax(logits, dim=-1)
-        tok = int(torch.argmax(logits))
-        return tok, float(logp[tok])
-    logp = torch.log_softmax(logits / params.temperature, dim=-1)
-    probs = logp.exp()
-    if 0 < params.top_k < probs.numel():
-        kth = torch.topk(probs, params.top_k).values[-1]
-        probs = torch.where(probs >= kth, probs, torch.zeros_like(probs))
-    if params.top_p < 1.0:
-        sorted_p, order = torch.sort(probs, descending=True)
-        cum = torch.cumsum(sorted_p, dim=-1)
-        drop = (cum - sorted_p) > params.top_p * cum[-1]  # keep the smallest prefix reaching top_p
-        probs = probs.clone()
-        probs[order[drop]] = 0.0
-    tok = int(torch.multinomial(probs, 1, generator=generator))
-    return tok, float(logp[tok])
+    toks, lps = sample_rows(logits[None], [params], [generator])
+    return toks[0], lps[0]
 
 
 def cache_kwarg(model: Any) -> str:
@@ -132,6 +157,7 @@ class HFPolicy:
         stop_token_ids: Sequence[int] | None = None,
         version: int = 0,
         min_shared_prefix: int = 16,
+        prefix_cache_mb: float = 256.0,
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -161,7 +187,18 @@ class HFPolicy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._batcher: asyncio.Task[None] | None = None
         self.min_shared_prefix = min_shared_prefix
-        self.stats = {"batches": 0, "requests": 0, "rows_x_steps": 0, "shared_prefix_tokens": 0}
+        if prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb must be >= 0, got {prefix_cache_mb}")
+        self.kv_store = (
+            PrefixKVStore(int(prefix_cache_mb * 2**20)) if prefix_cache_mb and _plain_kv(model) else None
+        )
+        self.stats = {
+            "batches": 0,
+            "requests": 0,
+            "rows_x_steps": 0,
+            "shared_prefix_tokens": 0,
+            "reused_prefix_tokens": 0,
+        }
 
     # -- the protocol ---------------------------------------------------------------------------
 
@@ -187,11 +224,13 @@ class HFPolicy:
         if weights is not None:
             state = weights if isinstance(weights, Mapping) else load_weights_dir(weights)
             await asyncio.to_thread(self.load_state_dict, state)
+        self._weights_changed()
         self.version = version
 
     def load_state_dict(self, state_dict: Mapping[str, torch.Tensor], version: int | None = None) -> None:
         """Blocking weight load; waits for a running batch to finish. Tied weights may be missing."""
         with self._model_lock:
+            self._weights_changed()
             missing, unexpected = self.model.load_state_dict(dict(state_dict), strict=False)
             tied = bool(getattr(self.model.config, "tie_word_embeddings", False))
             missing = [k for k in missing if not (tied and k.endswith("lm_head.weight"))]
@@ -209,7 +248,12 @@ class HFPolicy:
         try:
             yield
         finally:
+            self._weights_changed()
             self._model_lock.release()
+
+    def _weights_changed(self) -> None:
+        if self.kv_store is not None:
+            self.kv_store.invalidate()
 
     async def aclose(self) -> None:
         self._stop.set()
@@ -279,31 +323,27 @@ class HFPolicy:
             return version
 
     def _decode(self, batch: list[_Request]) -> None:
-        from transformers import DynamicCache
-
         n = len(batch)
-        cache = DynamicCache()
+        store = self.kv_store
+        epoch = store.epoch if store is not None else 0
+        if store is not None:
+            cache, offsets = self._cache_from_store(batch, epoch)
+        else:
+            cache, offsets = self._broadcast_head(batch)
         kv = {cache_kwarg(self.model): cache}
-        # The prompts of a batch usually share a long head (system prompt, tool schemas): run it once
-        # and broadcast its KV cache; each row keeps at least one token of its own.
-        shared = _common_prefix_len([r.prompt for r in batch]) if n > 1 else 0
-        shared = min(shared, min(len(r.prompt) for r in batch) - 1)
-        if shared < self.min_shared_prefix:
-            shared = 0
-        if shared:
-            head = torch.tensor([batch[0].prompt[:shared]], device=self.device)
-            self.model(input_ids=head, use_cache=True, logits_to_keep=1, **kv)
-            cache.batch_repeat_interleave(n)
-            self.stats["shared_prefix_tokens"] += shared * (n - 1)  # prompt tokens not recomputed
-        width = max(len(r.prompt) - shared for r in batch)
+        # Each row: [left pad | its cached prefix] then [left pad | its own new tokens].
+        c_max = max(offsets)
+        width = max(len(r.prompt) - c for r, c in zip(batch, offsets, strict=True))
         input_ids = torch.full((n, width), self.pad_id, dtype=torch.long)
         own = torch.zeros((n, width), dtype=torch.long)
-        for i, r in enumerate(batch):
-            tail = r.prompt[shared:]
+        cached = torch.zeros((n, c_max), dtype=torch.long)
+        for i, (r, c) in enumerate(zip(batch, offsets, strict=True)):
+            tail = r.prompt[c:]
             input_ids[i, width - len(tail) :] = torch.tensor(tail)
             own[i, width - len(tail) :] = 1
-        positions = shared + (own.cumsum(-1) - 1).clamp(min=0)
-        mask = torch.cat([torch.ones((n, shared), dtype=torch.long), own], dim=1)
+            cached[i, c_max - c :] = 1
+        positions = torch.tensor(offsets)[:, None] + (own.cumsum(-1) - 1).clamp(min=0)
+        mask = torch.cat([cached, own], dim=1)
         input_ids, mask, positions = (t.to(self.device) for t in (input_ids, mask, positions))
         out = self.model(
             input_ids=input_ids,
@@ -324,18 +364,32 @@ class HFPolicy:
                 raise PolicyError("HFPolicy was closed during generation")
             keep_rows: list[int] = []
             next_tokens: list[int] = []
+            done_rows: list[int] = []
+            sampled, sampled_lp = sample_rows(
+                logits, [batch[b].params for b in active], [batch[b].generator for b in active]
+            )
             for row, b in enumerate(active):
                 req = batch[b]
-                tok, lp = sample_token(logits[row], req.params, req.generator)
+                tok, lp = sampled[row], sampled_lp[row]
                 tokens[b].append(tok)
                 logprobs[b].append(lp)
                 if tok in self.stop_ids or (
                     req.params.stop and self._hit_stop_string(tokens[b], req.params.stop)
                 ):
                     finish[b] = "stop"
+                    done_rows.append(row)
                 elif len(tokens[b]) < req.params.max_new_tokens:
                     keep_rows.append(row)
                     next_tokens.append(tok)
+                else:
+                    done_rows.append(row)
+            if store is not None:
+                for row in done_rows:  # keep what this row's next turn will start with
+                    b, seen = active[row], mask[row].bool()
+                    layers = [
+                        (layer.keys[row][:, seen], layer.values[row][:, seen]) for layer in cache.layers
+                    ]
+                    store.put(KVEntry(batch[b].prompt + tokens[b][:-1], layers, epoch))
             self.stats["rows_x_steps"] += len(active)
             if not keep_rows:
                 break
@@ -358,9 +412,80 @@ class HFPolicy:
             text = self.tokenizer.decode(tokens[b], skip_special_tokens=True)
             req.result = Generation(tokens[b], logprobs[b], finish[b], text, self.version)
 
+    def _broadcast_head(self, batch: list[_Request]) -> tuple[Any, list[int]]:
+        """No store: run the head the prompts share once and repeat its cache across the rows."""
+        from transformers import DynamicCache
+
+        n, cache = len(batch), DynamicCache()
+        shared = _common_prefix_len([r.prompt for r in batch]) if n > 1 else 0
+        shared = min(shared, min(len(r.prompt) for r in batch) - 1)
+        if shared < self.min_shared_prefix:
+            return cache, [0] * n
+        head = torch.tensor([batch[0].prompt[:shared]], device=self.device)
+        self.model(input_ids=head, use_cache=True, logits_to_keep=1, **{cache_kwarg(self.model): cache})
+        cache.batch_repeat_interleave(n)
+        self.stats["shared_prefix_tokens"] += shared * (n - 1)  # prompt tokens not recomputed
+        return cache, [shared] * n
+
+    def _cache_from_store(self, batch: list[_Request], epoch: int) -> tuple[Any, list[int]]:
+        """Start each row from the longest stored prefix of its prompt; rows with none share their
+        common head, computed once and stored for the episodes that follow."""
+        from transformers import DynamicCache
+
+        store = self.kv_store
+        assert store is not None
+        entries = [store.longest_prefix(r.prompt) for r in batch]
+        fresh = [i for i, e in enumerate(entries) if e is None]
+        if fresh:
+            prompts = [batch[i].prompt for i in fresh]
+            shared = min(_common_prefix_len(prompts), min(len(p) for p in prompts) - 1)
+            if shared >= self.min_shared_prefix:
+                head = self._prefill(prompts[0][:shared], epoch)
+                store.put(head)
+                for i in fresh:
+                    entries[i] = head
+                self.stats["shared_prefix_tokens"] += shared * (len(fresh) - 1)
+        offsets = [len(e.tokens) if e is not None else 0 for e in entries]
+        c_max = max(offsets)
+        if c_max == 0:
+            return DynamicCache(), offsets
+        self.stats["reused_prefix_tokens"] += sum(offsets)
+        some = next(e for e in entries if e is not None)
+        layers = []
+        for j, (k0, v0) in enumerate(some.kv):
+            keys = k0.new_zeros((len(batch), k0.shape[0], c_max, k0.shape[-1]))
+            values = v0.new_zeros((len(batch), v0.shape[0], c_max, v0.shape[-1]))
+            for i, e in enumerate(entries):
+                if e is not None:
+                    keys[i, :, c_max - len(e.tokens) :] = e.kv[j][0]
+                    values[i, :, c_max - len(e.tokens) :] = e.kv[j][1]
+            layers.append((keys, values))
+        return DynamicCache(ddp_cache_data=layers), offsets
+
+    def _prefill(self, tokens: list[int], epoch: int) -> KVEntry:
+        from transformers import DynamicCache
+
+        cache = DynamicCache()
+        ids = torch.tensor([tokens], device=self.device)
+        self.model(input_ids=ids, use_cache=True, logits_to_keep=1, **{cache_kwarg(self.model): cache})
+        return KVEntry(list(tokens), [(layer.keys[0], layer.values[0]) for layer in cache.layers], epoch)
+
     def _hit_stop_string(self, tokens: list[int], stops: Sequence[str]) -> bool:
         tail = self.tokenizer.decode(tokens[-32:], skip_special_tokens=False)
         return any(s in tail for s in stops)
+
+
+def _plain_kv(model: Any) -> bool:
+    """Whether every layer keeps a plain, growing key/value cache (no sliding window, no state
+    space), the layout `PrefixKVStore` entries are cut from and stitched back into."""
+    try:
+        from transformers import DynamicCache
+        from transformers.cache_utils import DynamicLayer
+
+        layers = DynamicCache(config=model.config).layers
+    except Exception:
+        return False
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
 
 
 def _common_prefix_len(seqs: Sequence[Sequence[int]]) -> int:

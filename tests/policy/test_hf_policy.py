@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agentrl.policy.base import Policy, PolicyError, PolicyTimeoutError
-from agentrl.policy.hf import HFPolicy, load_weights_dir, rescore, sample_token
+from agentrl.policy.hf import HFPolicy, load_weights_dir, rescore, sample_rows, sample_token
 from agentrl.types import SamplingParams
 
 
@@ -40,6 +40,22 @@ def test_sample_token_logprob_is_tempered_full_distribution(
         assert tok == int(torch.argmax(logits))
     if top_k == 3:
         assert tok in torch.topk(logits, 3).indices.tolist()
+
+
+def test_batched_sampling_gives_each_row_what_it_would_get_alone() -> None:
+    logits = torch.randn(6, 40, generator=torch.Generator().manual_seed(0)) * 2
+    settings = [
+        SamplingParams(temperature=1.0),
+        SamplingParams(temperature=0.0),
+        SamplingParams(temperature=0.7, top_p=0.9),
+        SamplingParams(temperature=1.0),
+        SamplingParams(temperature=1.3, top_k=5),
+        SamplingParams(temperature=1.0),
+    ]
+    together = sample_rows(logits, settings, [torch.Generator().manual_seed(i) for i in range(6)])
+    alone = [sample_token(logits[i], settings[i], torch.Generator().manual_seed(i)) for i in range(6)]
+    assert together[0] == [t for t, _ in alone]
+    assert together[1] == pytest.approx([lp for _, lp in alone], abs=1e-6)
 
 
 def test_sampling_frequencies_follow_the_tempered_distribution() -> None:

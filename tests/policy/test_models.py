@@ -16,13 +16,13 @@ from agentrl.models import (
     TinyRecipe,
     _cached_build,
     _masked_loss,
-    _shared_prefix,
     cache_dir,
     encode_demonstration,
     load_model,
     model_path,
     tiny_config,
 )
+from agentrl.prefix import shares_prefix
 from tests.policy.conftest import CALC_SCHEMA, SYSTEM
 
 
@@ -90,7 +90,10 @@ def test_prefix_shared_loss_matches_the_full_forward(tokenizer: Any) -> None:
             {"role": "assistant", "content": f"<answer>{a + b}</answer>"},
         ]
         batch.append(encode_demonstration(chat, Demonstration(msgs, [CALC_SCHEMA], 1.0)))
-    assert _shared_prefix(batch) >= 16  # the shared path is the one under test
+    common = 0
+    while all(len(r[0]) > common and r[0][common] == batch[0][0][common] for r in batch):
+        common += 1
+    assert common >= 16 and shares_prefix(model)  # the shared path is the one under test
 
     def loss_and_grads(rows: list[tuple[list[int], list[int]]]) -> tuple[float, list[Any]]:
         model.zero_grad()
