@@ -8,7 +8,8 @@ the full forward (tested); the cost drops with the shared fraction and the unsel
 
 The fast path needs a transformers causal LM whose logits are exactly `lm_head(base(...))` (no
 logit scaling or soft-capping) and that is not wrapped for distributed training (DDP must see its
-own forward); anything else takes the full forward, so callers need not check.
+own forward) and does not checkpoint activations (which drops the cache); anything else takes the
+full forward, so callers need not check.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ def shares_prefix(model: Any) -> bool:
     prefix = getattr(model, "base_model_prefix", None)
     if not prefix or not hasattr(model, prefix) or _is_wrapped(model):
         return False
+    # transformers drops the KV cache under activation checkpointing in training mode
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        for flag in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+            if getattr(model, flag, False) is True:
+                return False
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if not isinstance(head, torch.nn.Linear) or head.bias is not None:
         return False

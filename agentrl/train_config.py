@@ -19,6 +19,11 @@ class ModelConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     request_timeout: float = 60.0
+    prefix_cache_mb: float = 256.0  # hf backend: KV store for multi-turn prefixes (0: off)
+
+    def __post_init__(self) -> None:
+        if self.prefix_cache_mb < 0:
+            raise ValueError(f"prefix_cache_mb must be >= 0, got {self.prefix_cache_mb}")
 
 
 @dataclass
@@ -81,6 +86,11 @@ class OptimConfig:
     mini_batches: int = 2
     epochs: int = 1
     micro_batch_size: int = 16  # rows per forward/backward; gradients accumulate up to a mini-batch
+
+    def __post_init__(self) -> None:
+        for name in ("mini_batches", "epochs", "micro_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
 @dataclass

@@ -125,6 +125,7 @@ class Trainer:
                 seed=self.cfg.seed,
                 max_batch_size=max(self.cfg.rollout.max_concurrency, 1),
                 timeout=m.request_timeout,
+                prefix_cache_mb=m.prefix_cache_mb,
             )
         if m.backend == "openai":
             from agentrl.policy.openai import OpenAIPolicy

@@ -71,3 +71,19 @@ def test_parse_override_reads_yaml_values() -> None:
     assert parse_override("a.b=3") == ("a.b", 3)
     assert parse_override("a=hello world") == ("a", "hello world")
     assert from_dict(Outer, {"algo": {"layers": "7,8"}}).algo.layers == [7, 8]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("optim.micro_batch_size=0", "optim: micro_batch_size must be >= 1, got 0"),
+        ("optim.mini_batches=0", "optim: mini_batches must be >= 1, got 0"),
+        ("model.prefix_cache_mb=-1", "model: prefix_cache_mb must be >= 0, got -1.0"),
+    ],
+)
+def test_train_config_rejects_bad_learner_and_cache_settings(override: str, message: str) -> None:
+    from agentrl.train_config import TrainConfig
+
+    with pytest.raises(ConfigError) as e:
+        load_config(TrainConfig, None, [override])
+    assert message in str(e.value) and "\n" not in str(e.value)

@@ -459,3 +459,13 @@ def test_two_rank_gloo_update_equals_single_process(tmp_path: Path) -> None:
         assert got["loss"] == pytest.approx(st.loss, abs=1e-6)
         for p0, p1, p2 in zip(start, params(model), got["params"], strict=True):
             torch.testing.assert_close(p2 - p0, p1 - p0, atol=1e-8, rtol=1e-3)
+
+
+def test_activation_checkpointing_takes_the_full_forward() -> None:
+    from agentrl.prefix import shares_prefix
+
+    model = tiny_lm()
+    assert shares_prefix(model)
+    enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+    enable()
+    assert not shares_prefix(model)

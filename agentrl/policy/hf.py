@@ -7,6 +7,10 @@ The head the batch's prompts share (system prompt, tool schemas; at least `min_s
 tokens) is prefilled once and its KV cache broadcast to every row.
 Rows stop individually (stop token, stop string, their own `max_new_tokens`) and finished rows are
 dropped from the KV cache, so 64 concurrent episodes cost about one batched generation.
+With the prefix KV store (`prefix_cache_mb` > 0, plain full-attention caches only) a finished row's
+cache is kept, and a later prompt that extends it (the episode's next turn) starts from it; rows
+with no stored prefix share their common head, which is then stored too. A weight change
+invalidates the store.
 
 Sampling: temperature, then top-k, then top-p, each request drawing from its own seeded
 `torch.Generator`. The reported log-prob is log-softmax(logits / temperature) over the full

@@ -529,7 +529,9 @@ def render_markdown(
     k = next((v["k"] for v in res["final"].values() if v.get("k")), None)
     ks = f"@{k}" if k else "@k"
     L: list[str] = []
-    L.append(f"Model `{cfg['model']}`, {len(done)} of {len(expected)} runs finished")
+    tags = sorted({r.model_tag for r in runs})
+    shown = f"`{cfg['model']}`" + (f" (`{tags[0]}`)" if len(tags) == 1 and tags[0] != cfg["model"] else "")
+    L.append(f"Model {shown}, {len(done)} of {len(expected)} runs finished")
     budget = {r.batch_size * int(r.config.get("steps", 0)) for r in runs if r.finished}
     if budget:
         L[-1] += f"; training budget {', '.join(map(str, sorted(budget)))} samples per run"
@@ -710,7 +712,7 @@ def paper_comparison(cfg: dict[str, Any], res: dict[str, Any], ks: str) -> list[
             for e, c in d["per_env"].items()
         )
         line = (
-            f"- **maj{ks}, SPO − GRPO, average over {len(avg['envs'])} env(s): {_ci(avg, 1, 100, sign=True)} pp → "
+            f"- **maj{ks}, SPO − GRPO, average over {len(avg['envs'])} env(s): {_ci(avg, 1, 100, sign=True, bounds=None)} pp → "
             f"{avg['verdict']}.** Per env: {per}. Paper: +{gain} pp maj@32 on five math benchmarks (Qwen3-8B)."
         )
         if _finite(avg.get("lo")) and gain is not None:

@@ -74,7 +74,15 @@ def load_study_config(path: Path, quick: bool = False) -> dict[str, Any]:
 
 
 def model_tag(model: str) -> str:
-    """A directory-safe name for a model: `tiny`, `org--name`, or a local path's last part."""
+    """A directory-safe name for a model: `tiny-<recipe key>`, `org--name`, or a local path's last part.
+
+    The tiny model is named by its build recipe, so a changed recipe never resumes or skips runs made
+    with the old weights.
+    """
+    if model == "tiny":
+        from agentrl.models import TinyRecipe
+
+        return f"tiny-{TinyRecipe().key()}"
     local = Path(model).exists() or model.startswith(("/", "."))
     name = (Path(model).name or "model") if local else model.replace("/", "--")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
@@ -233,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", action="append", default=None, metavar="ARM/ENV", help="globs; repeatable")
     ap.add_argument("--smollm2", action="store_true", help="also train the config's smollm2-135m block")
     ap.add_argument("--skip-trl", action="store_true", help="do not run the TRL reference")
+    ap.add_argument("--trl-only", action="store_true", help="run only the missing TRL seeds, then the report")
     ap.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs")
     ap.add_argument("--out", type=Path, default=None, help="report folder (default: here; --quick: quick/)")
     args = ap.parse_args(argv)
@@ -251,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     all_jobs = build_jobs(cfg, smollm2=args.smollm2)
     budgets = check_equal_budget(all_jobs)
-    jobs = select(all_jobs, args.only)
+    jobs = [] if args.trl_only else select(all_jobs, args.only)
     trl_dir = Path(cfg["run_root"]) / model_tag(cfg["model"]) / "trl"
 
     if not args.report_only:
@@ -264,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
             status = run_job(job)
             if status == "done":
                 print("    already finished, skipped")
-        if not args.skip_trl and not args.only:
+        if args.trl_only or (not args.skip_trl and not args.only):
             trl_dir.mkdir(parents=True, exist_ok=True)
             run_trl(cfg, args, trl_dir)
 

@@ -1,6 +1,6 @@
 """Outside reference: TRL's `GRPOTrainer` on a single-turn variant of an agentrl environment.
 
-`.venv/bin/python experiments/learning/trl_reference.py --seed 0 --out runs/learning/tiny/trl/seed0.json`
+`.venv/bin/python experiments/learning/trl_reference.py --seed 0 --out runs/learning/tiny-KEY/trl/seed0.json`
 
 The single-turn variant: the prompt is the task's story with an instruction to reply with
 `<answer>N</answer>` and no tools; the reward is the environment's own scorer (`env.score`) applied to

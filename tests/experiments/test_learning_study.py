@@ -146,7 +146,9 @@ def test_unequal_budget_is_refused() -> None:
 
 
 def test_model_tag() -> None:
-    assert study.model_tag("tiny") == "tiny"
+    from agentrl.models import TinyRecipe
+
+    assert study.model_tag("tiny") == f"tiny-{TinyRecipe().key()}"
     assert study.model_tag("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB--SmolLM2-135M"
     assert study.model_tag("/tmp/x/micro model") == "micro_model"
 
@@ -361,3 +363,24 @@ def test_quick_study_on_micro_model(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     # Re-running skips finished runs and rebuilds the same report.
     assert study.main(args) == 0
     assert (out / "results.md").read_text() == md
+
+
+def test_claims_show_the_whole_interval_of_a_difference(tmp_path: Path) -> None:
+    """A difference can be negative: the paper-claims line must not clamp it to the [0, 1] of a score."""
+    cfg = study.load_study_config(STUDY / "config.yaml", quick=True)
+    cfg.update(model="m", run_root=str(tmp_path / "runs"), envs=["agentrl/Calculator-v0"], seeds=[0, 1, 2])
+    cfg["simulated_time"] = {"preset": "paper-fig5", "overprovision": 2.0, "seeds": 2}
+    cfg["trl"] = {"enabled": False}
+    for seed, (a, b) in enumerate(((0.6, 0.62), (0.5, 0.52), (0.7, 0.55))):
+        _fake_run(tmp_path / "runs", "spo", "agentrl/Calculator-v0", seed, a)
+        _fake_run(tmp_path / "runs", "grpo", "agentrl/Calculator-v0", seed, b)
+    out = tmp_path / "out"
+    out.mkdir()
+    payload = report.write_report(cfg, study.build_jobs(cfg), out, trl_dir=tmp_path / "none")
+    avg = payload["results"]["diffs"]["spo-grpo|maj"]["average"]
+    assert avg["lo"] < 0 < avg["hi"]
+    claim = next(
+        line for line in (out / "results.md").read_text().splitlines() if "average over 1 env" in line
+    )
+    headline = claim.split(" pp → ")[0]  # the average's interval, before the per-env figures
+    assert headline.endswith(f"[{avg['lo'] * 100:.1f}, {avg['hi'] * 100:.1f}]")
