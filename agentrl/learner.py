@@ -185,6 +185,15 @@ def _model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _selected_logits(
+    model: torch.nn.Module, p: _Padded, select: torch.Tensor, share_prefix: bool = True
+) -> torch.Tensor:
+    """Logits at the selected positions of a padded batch (see `agentrl.prefix.selected_logits`)."""
+    if share_prefix:
+        return selected_logits(model, p.input_ids, p.attention_mask, select)
+    return _forward_logits(model, p.input_ids, p.attention_mask)[:, :-1][select]
+
+
 @torch.no_grad()
 def compute_logprobs(
     model: torch.nn.Module,
@@ -194,11 +203,15 @@ def compute_logprobs(
     temperature: float = 1.0,
     device: torch.device | str | None = None,
     pad_id: int = 0,
+    only_sampled: bool = False,
+    share_prefix: bool = True,
 ) -> list[np.ndarray]:
     """Re-score trajectories: per trajectory, `log π(token_t | tokens_<t)` for every t (float32).
 
     Entry 0 is 0.0 (no context); entries are given on every token, masked or not, so callers pick
-    the ones they need (compare with `Trajectory.logprobs` on `loss_mask == 1`).
+    the ones they need (compare with `Trajectory.logprobs` on `loss_mask == 1`). With
+    `only_sampled`, only `loss_mask == 1` tokens are scored (the rest are 0.0), which lets the prompt
+    head the trajectories share run once.
     """
     dev = torch.device(device) if device is not None else _model_device(model)
     out: list[np.ndarray] = []
@@ -207,11 +220,15 @@ def compute_logprobs(
         if any(len(x.token_ids) == 0 for x in chunk):
             raise ValueError("cannot score an empty trajectory")
         p = _pad(chunk, np.zeros(len(chunk)), dev, pad_id)
-        logits = _forward_logits(model, p.input_ids, p.attention_mask)[:, :-1]
-        lp = token_logprobs(logits, p.input_ids[:, 1:], temperature).float().cpu().numpy()
+        sel = p.loss_mask > 0 if only_sampled else p.attention_mask[:, 1:] > 0
+        lp = torch.zeros_like(p.old_logprobs)
+        lp[sel] = token_logprobs(
+            _selected_logits(model, p, sel, share_prefix), p.input_ids[:, 1:][sel], temperature
+        )
+        lp_np = lp.float().cpu().numpy()
         for i, x in enumerate(chunk):
             row = np.zeros(len(x.token_ids), dtype=np.float32)
-            row[1:] = lp[i, : len(x.token_ids) - 1]
+            row[1:] = lp_np[i, : len(x.token_ids) - 1]
             out.append(row)
     return out
 
@@ -335,31 +352,17 @@ class Learner:
             pad_id=self.pad_id,
         )
 
-    def _logits(self, p: _Padded, select: torch.Tensor) -> torch.Tensor:
-        if self.loss_cfg.share_prefix:
-            return selected_logits(self.model, p.input_ids, p.attention_mask, select)
-        return _forward_logits(self.model, p.input_ids, p.attention_mask)[:, :-1][select]
-
-    @torch.no_grad()
-    def _score_sampled(self, trajs: Sequence[Trajectory]) -> list[np.ndarray]:
-        """Current log-probs on the `loss_mask` tokens only (zeros elsewhere): all the KL needs."""
-        out: list[np.ndarray] = []
-        step = self.loss_cfg.micro_batch_size
-        for s in range(0, len(trajs), step):
-            chunk = trajs[s : s + step]
-            p = _pad(chunk, np.zeros(len(chunk)), self.device, self.pad_id)
-            sel = p.loss_mask > 0
-            lp = torch.zeros_like(p.old_logprobs)
-            lp[sel] = token_logprobs(self._logits(p, sel), p.input_ids[:, 1:][sel], self.loss_cfg.temperature)
-            lp_np = lp.float().cpu().numpy()
-            for i, x in enumerate(chunk):
-                row = np.zeros(len(x.token_ids), dtype=np.float32)
-                row[1:] = lp_np[i, : len(x.token_ids) - 1]
-                out.append(row)
-        return out
-
     def _mean_kl(self, trajs: Sequence[Trajectory], ref: Sequence[np.ndarray]) -> float:
-        new = self._score_sampled(trajs)
+        new = compute_logprobs(
+            self.model,
+            trajs,
+            micro_batch_size=self.loss_cfg.micro_batch_size,
+            temperature=self.loss_cfg.temperature,
+            device=self.device,
+            pad_id=self.pad_id,
+            only_sampled=True,
+            share_prefix=self.loss_cfg.share_prefix,
+        )
         total, count = 0.0, 0.0
         for x, r, nw in zip(trajs, ref, new, strict=True):
             m = np.asarray(x.loss_mask, dtype=bool)
@@ -410,7 +413,7 @@ class Learner:
                     sel = m > 0
                     # logits only where the loss looks (the shared prompt head runs once); scattered
                     # back to [B, T-1] so aggregation sees the usual padded layout
-                    logits = self._logits(p, sel)
+                    logits = _selected_logits(self.model, p, sel, cfg.share_prefix)
                     lp = torch.zeros_like(p.old_logprobs).index_put(
                         (sel,), token_logprobs(logits, p.input_ids[:, 1:][sel], cfg.temperature)
                     )

@@ -67,17 +67,19 @@ def assert_same(a: Sequence[torch.Tensor], b: Sequence[torch.Tensor], exact: boo
             torch.testing.assert_close(x, y, atol=2e-6, rtol=1e-5)
 
 
-def scored_batch(model: torch.nn.Module, seed: int = 0, n: int = 6) -> list[Trajectory]:
-    """Random multi-turn-shaped trajectories: prompt, model tokens, an env span, model tokens again.
+def scored_batch(model: torch.nn.Module, seed: int = 0, n: int = 6, head: int = 0) -> list[Trajectory]:
+    """Random multi-turn-shaped trajectories: prompt, model tokens, an env span, model tokens again;
+    with `head`, every trajectory opens with the same `head` tokens (a shared system prompt).
 
     Sampling log-probs are the model's own, so the first update starts at ratio 1.
     """
     rng = np.random.default_rng(seed)
+    common = [int(x) for x in np.random.default_rng(seed + 1000).integers(0, VOCAB, size=head)]
     trajs = []
     for i in range(n):
         p, a, e, b = (int(x) for x in rng.integers(1, 5, size=4))
-        ids = [int(x) for x in rng.integers(0, VOCAB, size=p + a + e + b)]
-        mask = [0] * p + [1] * a + [0] * e + [1] * b
+        ids = common + [int(x) for x in rng.integers(0, VOCAB, size=p + a + e + b)]
+        mask = [0] * (head + p) + [1] * a + [0] * e + [1] * b
         trajs.append(Trajectory(prompt_id=f"q{i}", token_ids=ids, loss_mask=mask, logprobs=[0.0] * len(ids)))
     for t, lp in zip(trajs, compute_logprobs(model, trajs), strict=True):
         t.logprobs = [float(v) if m else 0.0 for v, m in zip(lp, t.loss_mask, strict=True)]
@@ -97,6 +99,18 @@ def test_compute_logprobs_is_padding_invariant() -> None:
         ref = torch.log_softmax(model(input_ids=ids).logits[0, :-1], -1)
         ref = ref.gather(-1, ids[0, 1:, None]).squeeze(-1).numpy()
     np.testing.assert_allclose(together[0][1:], ref, atol=1e-5)
+
+
+def test_scoring_only_sampled_tokens_matches_full_scoring() -> None:
+    model = tiny_lm()
+    trajs = scored_batch(model, seed=4, head=20)
+    full = compute_logprobs(model, trajs)
+    for share in (True, False):
+        only = compute_logprobs(model, trajs, only_sampled=True, share_prefix=share)
+        for t, f, o in zip(trajs, full, only, strict=True):
+            m = np.asarray(t.loss_mask, dtype=bool)
+            np.testing.assert_allclose(o[m], f[m], atol=1e-5)
+            assert not o[~m].any()
 
 
 def test_first_update_starts_on_policy_and_measures_kl() -> None:
@@ -155,26 +169,11 @@ def test_gradient_accumulation_matches_one_big_batch(aggregation: str) -> None:
         torch.testing.assert_close(p1 - p0, p2 - p0, atol=1e-8, rtol=1e-3)  # 1e-8: a few ulps of the weights
 
 
-def shared_head_batch(model: torch.nn.Module, n: int = 6, head: int = 20) -> list[Trajectory]:
-    """Like `scored_batch`, but every trajectory opens with the same `head` tokens (a system prompt)."""
-    rng = np.random.default_rng(3)
-    common = [int(x) for x in rng.integers(0, VOCAB, size=head)]
-    trajs = []
-    for t in scored_batch(model, seed=4, n=n):
-        t.token_ids = common + t.token_ids
-        t.loss_mask = [0] * head + t.loss_mask
-        t.logprobs = [0.0] * head + t.logprobs
-        trajs.append(t)
-    for t, lp in zip(trajs, compute_logprobs(model, trajs), strict=True):
-        t.logprobs = [float(v) if m else 0.0 for v, m in zip(lp, t.loss_mask, strict=True)]
-    return trajs
-
-
 def test_selected_logits_equal_the_full_forward() -> None:
     from agentrl.prefix import selected_logits, shares_prefix
 
     model = tiny_lm()
-    trajs = shared_head_batch(model)
+    trajs = scored_batch(model, seed=4, head=20)
     p = _pad(trajs, np.zeros(len(trajs)), torch.device("cpu"), 0)
     sel = p.loss_mask > 0
     assert shares_prefix(model) and int(sel.any(0).nonzero()[0]) >= 20
@@ -188,7 +187,7 @@ def test_selected_logits_equal_the_full_forward() -> None:
 
 @pytest.mark.parametrize(("aggregation", "entropy_coef"), [("token-mean", 0.0), ("seq-mean", 0.01)])
 def test_shared_prefix_update_equals_the_full_forward_update(aggregation: str, entropy_coef: float) -> None:
-    trajs = shared_head_batch(tiny_lm(), n=7)
+    trajs = scored_batch(tiny_lm(), seed=4, n=7, head=20)
     adv = np.linspace(-1, 1, len(trajs))
     m1, m2 = tiny_lm(), tiny_lm()
     start = params(m1)
