@@ -341,7 +341,7 @@ class Learner:
         k = min(self.loss_cfg.num_minibatches, max(n, 1))
         return [c for c in np.array_split(np.arange(n), k) if c.size]
 
-    def score(self, trajs: Sequence[Trajectory]) -> list[np.ndarray]:
+    def score(self, trajs: Sequence[Trajectory], only_sampled: bool = False) -> list[np.ndarray]:
         """The current policy's per-token log-probs (see `compute_logprobs`); a replay `score_fn`."""
         return compute_logprobs(
             self.model,
@@ -350,19 +350,12 @@ class Learner:
             temperature=self.loss_cfg.temperature,
             device=self.device,
             pad_id=self.pad_id,
+            only_sampled=only_sampled,
+            share_prefix=self.loss_cfg.share_prefix,
         )
 
     def _mean_kl(self, trajs: Sequence[Trajectory], ref: Sequence[np.ndarray]) -> float:
-        new = compute_logprobs(
-            self.model,
-            trajs,
-            micro_batch_size=self.loss_cfg.micro_batch_size,
-            temperature=self.loss_cfg.temperature,
-            device=self.device,
-            pad_id=self.pad_id,
-            only_sampled=True,
-            share_prefix=self.loss_cfg.share_prefix,
-        )
+        new = self.score(trajs, only_sampled=True)
         total, count = 0.0, 0.0
         for x, r, nw in zip(trajs, ref, new, strict=True):
             m = np.asarray(x.loss_mask, dtype=bool)
