@@ -131,8 +131,20 @@ async def test_frozen_then_killed_server_times_out_retries_and_fails_clearly(
     # 2. killed mid-run: in-flight and later requests fail over retries; episodes end, none hangs
     env_id = ENVS["calculator"]
     runner = EpisodeRunner(env_id, policy, params=SamplingParams(max_new_tokens=64), seed=1)
+    answered = asyncio.Event()
+    generate = policy.generate
+
+    async def generate_and_tell(prompt_ids: Any, params: SamplingParams) -> Any:
+        out = await generate(prompt_ids, params)
+        answered.set()
+        return out
+
+    policy.generate = generate_and_tell  # type: ignore[method-assign]
     tasks = [asyncio.create_task(runner(f"calculator/test/{i:05d}", 0)) for i in range(6)]
-    await asyncio.sleep(1.0)
+    # Kill once the first turn is back: every Calculator episode needs at least one more model turn
+    # (tool call, then answer), so all of them are mid-run however fast the server is.
+    async with asyncio.timeout(60):
+        await answered.wait()
     vllm_server.signal(signal.SIGKILL)
     t0 = time.monotonic()
     async with asyncio.timeout(60):
