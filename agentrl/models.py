@@ -111,7 +111,8 @@ class TinyRecipe:
         ("kb_search", "train", 200),
         ("python_math", "train", 40),
     )
-    noise: float = 0.0  # per-step chance that the demonstrating expert miscopies one digit
+    noise: float = 0.0  # per-step chance that the demonstrating expert slips (see `noise_kind`)
+    noise_kind: str = "digit"  # "digit": miscopies one digit; "operator": uses a wrong operator
     drill_steps: int = 700  # copy-drill steps before SFT (see `_drill_sequences`)
     drill_batch: int = 64
     drill_lr: float = 1e-3
@@ -124,8 +125,17 @@ class TinyRecipe:
     version: int = 3  # bump when code changes the result without changing a field
 
     def key(self) -> str:
-        blob = json.dumps(dataclasses.asdict(self), sort_keys=True).encode()
+        # Fields added after a recipe was published enter the key only when set, so caches built
+        # (and runs filed) under an earlier key stay valid.
+        fields = dataclasses.asdict(self)
+        for name, default in _LATE_FIELDS.items():
+            if fields[name] == default:
+                del fields[name]
+        blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
+
+
+_LATE_FIELDS: dict[str, Any] = {"noise_kind": "digit"}
 
 
 # ---- demonstrations -----------------------------------------------------------------------------
@@ -153,15 +163,35 @@ def _corrupt_digit(text: str, rng: random.Random) -> str:
     return text[:at] + digit + text[at + 1 :]
 
 
+_OPERATOR = re.compile(r"(?<=[\w)]) ([-+*/]) (?=[\w(])")
+
+
+def _wrong_operator(text: str, rng: random.Random) -> str:
+    """Swap one binary operator of the action for another (a reasoning slip, not a copying one).
+
+    Digit slips also teach the model that copying is unreliable, which is the skill a tiny model
+    finds hardest to learn; an operator slip leaves copying intact and is a mistake whose fix RL
+    can find from the reward alone. Actions without an operator (answers) are left as they are.
+    """
+    spans = [m.start(1) for m in _OPERATOR.finditer(text)]
+    if not spans:
+        return text
+    at = rng.choice(spans)
+    return text[:at] + rng.choice([op for op in "+-*/" if op != text[at]]) + text[at + 1 :]
+
+
+SLIPS = {"digit": _corrupt_digit, "operator": _wrong_operator}
+
+
 async def _demo_episode(
-    env: Any, split: str, task_id: str, noise: float, rng: random.Random
+    env: Any, split: str, task_id: str, noise: float, rng: random.Random, kind: str = "digit"
 ) -> Demonstration:
     _, info = await env.areset(options={"task_id": task_id, "split": split})
     reward = 0.0
     for _ in range(info["max_turns"]):
         action = env.expert_action()
         if noise > 0 and rng.random() < noise:
-            action = _corrupt_digit(action, rng)
+            action = SLIPS[kind](action, rng)
         _, reward, terminated, truncated, _ = await env.astep(action)
         if terminated or truncated:
             break
@@ -169,7 +199,7 @@ async def _demo_episode(
 
 
 async def _collect(
-    env_name: str, split: str, n: int, noise: float, seed: int, concurrency: int
+    env_name: str, split: str, n: int, noise: float, seed: int, concurrency: int, kind: str
 ) -> list[Demonstration]:
     cls = _env_class(env_name)
     envs = [cls(split=split) for _ in range(concurrency)]
@@ -185,7 +215,7 @@ async def _collect(
         env = await free.get()
         try:
             async with asyncio.timeout(60):
-                out[i] = await _demo_episode(env, split, task_ids[i], noise, rngs[i])
+                out[i] = await _demo_episode(env, split, task_ids[i], noise, rngs[i], kind)
         except Exception as e:  # e.g. no sandbox on this machine: skip, the other envs still count
             log.warning("demonstration %s/%s failed: %s", env_name, task_ids[i], e)
         finally:
@@ -196,15 +226,21 @@ async def _collect(
 
 
 def collect_demonstrations(
-    spec: Sequence[tuple[str, str, int]], noise: float = 0.0, seed: int = 0, concurrency: int = 16
+    spec: Sequence[tuple[str, str, int]],
+    noise: float = 0.0,
+    seed: int = 0,
+    concurrency: int = 16,
+    kind: str = "digit",
 ) -> dict[str, list[Demonstration]]:
-    """Run the scripted experts (with per-step digit noise) on the first tasks of each (env, split)."""
+    """Run the scripted experts (slipping in a `noise` fraction of steps) on the first tasks of each (env, split)."""
+    if kind not in SLIPS:
+        raise ValueError(f"noise kind {kind!r} is not one of {sorted(SLIPS)}")
 
     async def run() -> dict[str, list[Demonstration]]:
         result = {}
         for name, split, n in spec:
             try:
-                result[name] = await _collect(name, split, n, noise, seed, concurrency)
+                result[name] = await _collect(name, split, n, noise, seed, concurrency, kind)
             except ImportError as e:
                 log.warning("skipping demonstrations of %s: %s", name, e)
         return result
@@ -456,7 +492,7 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
     recipe = recipe or TinyRecipe()
     t0 = time.monotonic()
     torch.manual_seed(recipe.seed)
-    demos = collect_demonstrations(recipe.demos, noise=recipe.noise, seed=recipe.seed)
+    demos = collect_demonstrations(recipe.demos, noise=recipe.noise, seed=recipe.seed, kind=recipe.noise_kind)
     t_demos = time.monotonic() - t0
     texts = [text for ds in demos.values() for d in ds for text in _demo_texts(d)]
     tokenizer = train_tokenizer(texts, recipe.vocab_size)

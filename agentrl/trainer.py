@@ -233,10 +233,15 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         device = _device(cfg.model.device)
         dtype = _dtype(cfg.model.dtype, device)
+        # Off the loop: a first use builds the embedded model, which runs its own event loop.
         self._model_source = (
-            model_path(cfg.model.name) if cfg.model.name in ("tiny", "smollm2-135m") else cfg.model.name
+            await asyncio.to_thread(model_path, cfg.model.name)
+            if cfg.model.name in ("tiny", "smollm2-135m")
+            else cfg.model.name
         )
-        model, tokenizer = load_model(str(resume_from or self._model_source), device=device, dtype=dtype)
+        model, tokenizer = await asyncio.to_thread(
+            load_model, str(resume_from or self._model_source), device=device, dtype=dtype
+        )
 
         probe = self._make_env("train")
         env_name = probe.name

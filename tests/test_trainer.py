@@ -127,6 +127,26 @@ def test_spo_train_checkpoint_and_exact_resume(
     assert steps == [1, 2, 3]
 
 
+def test_first_use_of_an_embedded_model_builds_it_outside_the_event_loop(
+    micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A fresh machine has no cached `tiny`: the trainer builds it, and the build runs its own loop."""
+    import asyncio
+
+    import agentrl.models
+
+    def building_model_path(name: str) -> Path:
+        assert name == "tiny"
+        asyncio.run(asyncio.sleep(0))  # what build_tiny's demonstration collection does
+        return micro_model
+
+    monkeypatch.setattr(agentrl.models, "model_path", building_model_path)
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
+    cfg = micro_config(micro_model, tmp_path / "runs", steps=1, name="fresh")
+    cfg.model.name = "tiny"
+    assert Trainer(cfg).run().steps == 1
+
+
 def test_grpo_groups_and_degenerate_fraction(
     micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

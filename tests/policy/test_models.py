@@ -16,7 +16,9 @@ from agentrl.models import (
     TinyRecipe,
     _cached_build,
     _masked_loss,
+    _wrong_operator,
     cache_dir,
+    collect_demonstrations,
     encode_demonstration,
     load_model,
     model_path,
@@ -52,6 +54,34 @@ def test_tiny_config_is_servable_by_vllm_cpu(tokenizer: Any) -> None:
     assert config.vocab_size % 64 == 0 and config.vocab_size >= len(tokenizer)
     assert config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert TinyRecipe().key() == TinyRecipe().key() != TinyRecipe(noise=0.5).key()
+    assert TinyRecipe(noise_kind="operator").key() != TinyRecipe().key()
+    # The published recipe's key names the cache and the study's run directories: a new field with
+    # its default must not change it (change this pin only with the recipe itself).
+    assert TinyRecipe().key() == "91bc94f92033"
+
+
+def test_operator_slip_changes_exactly_one_operator_and_never_an_answer() -> None:
+    import random
+
+    call = '<tool_call>{"name": "calculator", "arguments": {"expression": "47 * 7 - 3"}}</tool_call>'
+    for seed in range(40):
+        slipped = _wrong_operator(call, random.Random(seed))
+        diff = [(a, b) for a, b in zip(call, slipped, strict=True) if a != b]
+        assert len(diff) == 1 and diff[0][0] in "*-" and diff[0][1] in "+-*/"
+    assert _wrong_operator("<answer>-5</answer>", random.Random(0)) == "<answer>-5</answer>"
+    assert _wrong_operator('{"expression": "-3 * (2 + 1)"}', random.Random(3)).count("-3") == 1
+
+
+def test_noisy_demonstrations_are_seeded_and_fail_about_as_often_as_they_slip() -> None:
+    spec = (("calculator", "warmup", 300),)
+    clean = collect_demonstrations(spec, noise=0.0, seed=0)["calculator"]
+    noisy = collect_demonstrations(spec, noise=0.3, seed=0, kind="operator")["calculator"]
+    again = collect_demonstrations(spec, noise=0.3, seed=0, kind="operator")["calculator"]
+    assert [d.messages for d in noisy] == [d.messages for d in again]
+    assert sum(d.reward for d in clean) == len(clean)
+    assert 0.3 < sum(d.reward for d in noisy) / len(noisy) < 0.8  # ~2.4 tool steps per task
+    with pytest.raises(ValueError, match="noise kind 'typo'"):
+        collect_demonstrations(spec, noise=0.3, kind="typo")
 
 
 def test_demonstration_encoding_masks_assistant_turns(tokenizer: Any) -> None:
