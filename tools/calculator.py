@@ -12,6 +12,7 @@ from __future__ import annotations
 import ast
 import math
 import operator
+import warnings
 from collections.abc import Callable
 from decimal import Decimal, InvalidOperation, localcontext
 from fractions import Fraction
@@ -281,7 +282,9 @@ def evaluate(expression: str) -> Number:
     if text.count("(") + text.count("[") > 2 * MAX_DEPTH:
         raise ToolError(f"expression is nested too deeply (more than {MAX_DEPTH} levels)")
     try:
-        tree = ast.parse(text, mode="eval")
+        with warnings.catch_warnings():  # "3or 4" parses with a SyntaxWarning to stderr
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(text, mode="eval")
     except SyntaxError as e:
         raise ToolError(f"invalid expression: {e.msg}") from None
     except (RecursionError, MemoryError, ValueError):

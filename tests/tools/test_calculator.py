@@ -112,6 +112,16 @@ async def test_errors_are_clear(expression: str, message: str) -> None:
     assert message in result.content
 
 
+def test_a_syntax_warning_is_not_printed() -> None:
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with pytest.raises(ToolError, match="not supported"):
+            evaluate("3or 4")  # parses, with a SyntaxWarning; `or` is then refused
+    assert not [w for w in caught if issubclass(w.category, SyntaxWarning)]
+
+
 def test_evaluate_raises_tool_error_directly() -> None:
     with pytest.raises(ToolError, match="too large"):
         evaluate("9**9**9")
