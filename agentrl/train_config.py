@@ -99,6 +99,9 @@ class LossConfig:
     clip_high: float = 0.28
     dual_clip: float | None = 10.0
     aggregation: Literal["token-mean", "seq-mean"] = "token-mean"
+    # Weight of the sampled tokens' entropy in the objective: > 0 rewards exploration, < 0 sharpens
+    # the policy towards its mode (entropy minimisation); 0 is the paper's loss.
+    entropy_coef: float = 0.0
 
 
 @dataclass

@@ -265,6 +265,7 @@ class Trainer:
             clip_high=cfg.loss.clip_high,
             dual_clip=cfg.loss.dual_clip,
             aggregation=cfg.loss.aggregation,
+            entropy_coef=cfg.loss.entropy_coef,
             num_minibatches=cfg.optim.mini_batches,
             epochs=cfg.optim.epochs,
             micro_batch_size=cfg.optim.micro_batch_size,

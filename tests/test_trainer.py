@@ -147,6 +147,32 @@ def test_first_use_of_an_embedded_model_builds_it_outside_the_event_loop(
     assert Trainer(cfg).run().steps == 1
 
 
+def test_loss_settings_reach_the_learner(
+    micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import agentrl.learner
+
+    seen = []
+
+    class Spy(agentrl.learner.Learner):
+        def __init__(self, model, optimizer, loss, **kw):  # type: ignore[no-untyped-def]
+            seen.append(loss)
+            super().__init__(model, optimizer, loss, **kw)
+
+    monkeypatch.setattr(agentrl.learner, "Learner", Spy)
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
+    cfg = micro_config(micro_model, tmp_path / "runs", steps=1, name="ent")
+    cfg.loss.entropy_coef, cfg.loss.aggregation, cfg.optim.epochs = -0.05, "seq-mean", 2
+    row = _train_rows(cfg, tmp_path)[0]
+    assert (seen[0].entropy_coef, seen[0].aggregation, seen[0].epochs) == (-0.05, "seq-mean", 2)
+    assert row["learner/entropy"] > 0
+
+
+def _train_rows(cfg: TrainConfig, tmp_path: Path) -> list[dict]:
+    Trainer(cfg).run()
+    return [r for r in read_metrics(tmp_path / "runs" / cfg.name / "metrics.jsonl") if "reward_mean" in r]
+
+
 def test_grpo_groups_and_degenerate_fraction(
     micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
