@@ -81,6 +81,8 @@ class RolloutConfig:
 class OptimConfig:
     lr: float = 5e-5
     weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
+    eps: float = 1e-8  # AdamW; larger values damp the steps of parameters with near-zero gradients
     grad_clip: float = 1.0
     warmup_steps: int = 0
     mini_batches: int = 2
@@ -91,6 +93,10 @@ class OptimConfig:
         for name in ("mini_batches", "epochs", "micro_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
+        if not self.eps > 0:
+            raise ValueError(f"eps must be > 0, got {self.eps}")
 
 
 @dataclass

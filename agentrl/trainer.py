@@ -256,6 +256,8 @@ class Trainer:
         opt = OptimizerConfig(
             lr=cfg.optim.lr,
             weight_decay=cfg.optim.weight_decay,
+            betas=(float(cfg.optim.betas[0]), float(cfg.optim.betas[1])),
+            eps=cfg.optim.eps,
             grad_clip=cfg.optim.grad_clip,
             scheduler="warmup" if cfg.optim.warmup_steps else "constant",
             warmup_steps=cfg.optim.warmup_steps,

@@ -152,20 +152,24 @@ def test_loss_settings_reach_the_learner(
 ) -> None:
     import agentrl.learner
 
-    seen = []
+    seen, optimizers = [], []
 
     class Spy(agentrl.learner.Learner):
         def __init__(self, model, optimizer, loss, **kw):  # type: ignore[no-untyped-def]
             seen.append(loss)
             super().__init__(model, optimizer, loss, **kw)
+            optimizers.append(self.optimizer)
 
     monkeypatch.setattr(agentrl.learner, "Learner", Spy)
     monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
     cfg = micro_config(micro_model, tmp_path / "runs", steps=1, name="ent")
     cfg.loss.entropy_coef, cfg.loss.aggregation, cfg.optim.epochs = -0.05, "seq-mean", 2
+    cfg.optim.betas, cfg.optim.eps = (0.8, 0.95), 1e-6
     row = _train_rows(cfg, tmp_path)[0]
     assert (seen[0].entropy_coef, seen[0].aggregation, seen[0].epochs) == (-0.05, "seq-mean", 2)
     assert row["learner/entropy"] > 0
+    group = optimizers[0].param_groups[0]
+    assert (group["betas"], group["eps"]) == ((0.8, 0.95), 1e-6)
 
 
 def _train_rows(cfg: TrainConfig, tmp_path: Path) -> list[dict]:

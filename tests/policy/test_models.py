@@ -15,6 +15,9 @@ from agentrl.models import (
     Demonstration,
     TinyRecipe,
     _cached_build,
+    _drill_sequences,
+    _fit,
+    _length_split,
     _masked_loss,
     _wrong_operator,
     cache_dir,
@@ -55,9 +58,13 @@ def test_tiny_config_is_servable_by_vllm_cpu(tokenizer: Any) -> None:
     assert config.eos_token_id == tokenizer.convert_tokens_to_ids("<|im_end|>")
     assert TinyRecipe().key() == TinyRecipe().key() != TinyRecipe(noise=0.5).key()
     assert TinyRecipe(noise_kind="operator").key() != TinyRecipe().key()
+    assert TinyRecipe(drill_kind="call").key() != TinyRecipe(drill_kind="mixed").key()
     # The published recipe's key names the cache and the study's run directories: a new field with
     # its default must not change it (change this pin only with the recipe itself).
-    assert TinyRecipe().key() == "91bc94f92033"
+    assert TinyRecipe().key() == "004050a7f602"
+    # the recipe published before the drill had tool-result chains keeps its key
+    old = dict(drill_kind="call", drill_target=0.0, drill_steps=700, drill_batch=64, sft_steps=800)
+    assert TinyRecipe(**old).key() == "91bc94f92033"
 
 
 def test_operator_slip_changes_exactly_one_operator_and_never_an_answer() -> None:
@@ -100,6 +107,45 @@ def test_demonstration_encoding_masks_assistant_turns(tokenizer: Any) -> None:
     assert trained == call + "<|im_end|>" + "<answer>8</answer><|im_end|>"
 
 
+def test_chain_drills_copy_tool_results_into_the_next_call_and_the_answer(tokenizer: Any) -> None:
+    import re
+
+    chat = ChatFormat(tokenizer)
+    words = ["Mara", "buys", "apples", "then", "coins"]
+    drills = _drill_sequences(chat, None, words, 40, seed=3, kind="chain")
+    assert drills == _drill_sequences(chat, None, words, 40, seed=3, kind="chain")  # seeded
+    two_calls = 0
+    for ids, mask in drills:
+        text = tokenizer.decode(ids)
+        trained = tokenizer.decode([t for t, m in zip(ids, mask, strict=True) if m])
+        exprs = re.findall(r'"expression": "(\d+) ([-+*]) (\d+)"', trained)
+        results = re.findall(r"<tool_response>\n(-?\d+)\n</tool_response>", text)
+        assert 1 <= len(exprs) == len(results) <= 2 and "<tool_response>" not in trained
+        for (a, op, b), r in zip(exprs, results, strict=True):
+            assert int(r) == eval(f"{a} {op} {b}") >= 0 and f" {b}" in text.split("<|im_start|>user")[1]
+        if len(exprs) == 2:  # the second call starts from the first call's result
+            two_calls += 1
+            assert exprs[1][0] == results[0]
+        assert trained.endswith(f"<answer>{results[-1]}</answer><|im_end|>")
+    assert 5 < two_calls < 35
+    mixed = _drill_sequences(chat, None, words, 16, seed=3, kind="mixed")
+    assert len(mixed) == 16 and sum("<answer>" in tokenizer.decode(s) for s, _ in mixed) == 4
+
+
+def test_fit_with_a_loss_target_stops_once_the_target_is_reached(tokenizer: Any) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = tiny_config(TinyRecipe(hidden_size=64, intermediate_size=128, num_layers=1), tokenizer)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    row = tokenizer("<answer>42</answer>", add_special_tokens=False)["input_ids"]
+    batch = [(row, [0] + [1] * (len(row) - 1))] * 4
+    losses = _fit(model, tokenizer.pad_token_id, lambda step: batch, 500, 1e-2, 0, "t", stop_below=0.5)
+    assert 20 <= len(losses) < 500 and sum(losses[-20:]) / 20 < 0.5 <= sum(losses[-21:-1]) / 20
+    assert len(_fit(model, tokenizer.pad_token_id, lambda step: batch, 7, 1e-3, 0, "t")) == 7
+
+
 def test_prefix_shared_loss_matches_the_full_forward(tokenizer: Any) -> None:
     """The SFT loss runs a shared system prompt once; loss and gradients must not change."""
     import torch
@@ -110,11 +156,13 @@ def test_prefix_shared_loss_matches_the_full_forward(tokenizer: Any) -> None:
     model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
     chat = ChatFormat(tokenizer)
     batch = []
-    for a, b in ((3, 5), (12, 7), (40, 301)):
+    # eight rows of two lengths, so the loss runs them in two chunks (see `_length_split`)
+    for a, b in ((3, 5), (12, 7), (40, 301), (9, 9), (2, 4), (88, 1), (5, 6), (7, 3)):
         call = f'<tool_call>{{"name": "calculator", "arguments": {{"expression": "{a} + {b}"}}}}</tool_call>'
+        question = f"What is {a} + {b}?" + (" Then say it." * 12 if a % 2 else "")
         msgs = [
             {"role": "system", "content": SYSTEM},
-            {"role": "user", "content": f"What is {a} + {b}?"},
+            {"role": "user", "content": question},
             {"role": "assistant", "content": call},
             {"role": "tool", "name": "calculator", "content": str(a + b)},
             {"role": "assistant", "content": f"<answer>{a + b}</answer>"},
@@ -124,6 +172,8 @@ def test_prefix_shared_loss_matches_the_full_forward(tokenizer: Any) -> None:
     while all(len(r[0]) > common and r[0][common] == batch[0][0][common] for r in batch):
         common += 1
     assert common >= 16 and shares_prefix(model)  # the shared path is the one under test
+    lengths = sorted(len(ids) for ids, _ in batch)
+    assert 0 < _length_split(lengths) < len(batch)  # and the rows are run in two chunks
 
     def loss_and_grads(rows: list[tuple[list[int], list[int]]]) -> tuple[float, list[Any]]:
         model.zero_grad()
