@@ -117,8 +117,10 @@ class TinyRecipe:
     # "call": one calculator call copied from the user's text; "chain": calls that also copy tool
     # results into the next call and into the answer; "mixed": a quarter chains (`_drill_sequences`)
     drill_kind: str = "mixed"
-    drill_steps: int = 1200  # copy-drill steps before SFT (see `_drill_sequences`); a cap if drill_target
-    # > 0: constant lr, stop once the drill's loss (mean of 20 steps) is below drill_target
+    # Copy-drill steps before SFT; with drill_target > 0 they are a cap: the drill runs at a constant
+    # lr and stops once its loss (mean of 20 steps) is below drill_target (copying forms after a
+    # plateau whose length varies from build to build).
+    drill_steps: int = 1200
     drill_target: float = 0.08
     drill_batch: int = 32
     drill_lr: float = 1e-3
@@ -382,13 +384,15 @@ def _drill_sequences(
     rng = random.Random(seed)
     system = [template.messages[0]] if template else []
     tools = template.tools if template else None
-    end = chat.tokenizer("<|im_end|>", add_special_tokens=False).input_ids
-    out: list[tuple[list[int], list[int]]] = []
+    if kind not in DRILL_KINDS:
+        raise ValueError(f"drill kind {kind!r} is not one of {list(DRILL_KINDS)}")
     if kind == "chain":
         return [_chain_drill(chat, system, tools, words, rng) for _ in range(n)]
     if kind == "mixed":  # a quarter chains; the single calls are where copying forms fastest
         chains = [_chain_drill(chat, system, tools, words, rng) for _ in range(n // 4)]
         return chains + _drill_sequences(chat, template, words, n - len(chains), rng.randrange(2**31))
+    end = chat.tokenizer("<|im_end|>", add_special_tokens=False).input_ids
+    out: list[tuple[list[int], list[int]]] = []
     for _ in range(n):
         a, b = (str(rng.randint(1, 10 ** rng.randint(1, 5) - 1)) for _ in range(2))
         parts = [rng.choice(words) for _ in range(rng.randint(1, 6))] + [a]

@@ -355,7 +355,17 @@ class Trainer:
             if resume_from is None:
                 if a.offline_init and a.name == "spo":
                     n = a.offline_prompts
-                    offline = await self._offline_init(runner, tracker, prompt_ids[:n] if n else prompt_ids)
+                    # its own episode seeds, so training samples the same episodes whether the
+                    # tracker init was computed here or read from the cache
+                    init_runner = make_runner(
+                        int(np.random.SeedSequence([cfg.seed, -1 % 2**32]).generate_state(1)[0])
+                    )
+                    try:
+                        offline = await self._offline_init(
+                            init_runner, tracker, prompt_ids[:n] if n else prompt_ids
+                        )
+                    finally:
+                        await init_runner.aclose()
                     print(
                         f"[agentrl] offline tracker init ({offline['source']}): {offline['prompts']} prompts × "
                         f"{a.offline_n0}, mean success {offline['mean_success']:.3f}"

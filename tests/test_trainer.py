@@ -172,6 +172,22 @@ def test_loss_settings_reach_the_learner(
     assert (group["betas"], group["eps"]) == ((0.8, 0.95), 1e-6)
 
 
+def test_same_seed_trains_on_the_same_episodes_whether_the_tracker_init_is_cached_or_not(
+    micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
+    runs = []
+    for name in ("first", "second"):  # the first computes the offline init, the second reads it
+        cfg = micro_config(micro_model, tmp_path / "runs", steps=2, name=name)
+        rows = _train_rows(cfg, tmp_path)
+        summary = json.loads((tmp_path / "runs" / name / "summary.json").read_text())
+        runs.append(
+            (summary["offline_init"]["source"], [(r["tokens/model_mean"], r["learner/loss"]) for r in rows])
+        )
+    assert [source for source, _ in runs] == ["computed", "cache"]
+    assert runs[0][1] == runs[1][1]
+
+
 def _train_rows(cfg: TrainConfig, tmp_path: Path) -> list[dict]:
     Trainer(cfg).run()
     return [r for r in read_metrics(tmp_path / "runs" / cfg.name / "metrics.jsonl") if "reward_mean" in r]
