@@ -64,6 +64,10 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+# The episode-seed key of the tracker initialisation's runner (training's keys are step numbers).
+_OFFLINE_INIT_KEY = 2**32 - 1
+
+
 def _rng_state() -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 
@@ -358,7 +362,7 @@ class Trainer:
                     # its own episode seeds, so training samples the same episodes whether the
                     # tracker init was computed here or read from the cache
                     init_runner = make_runner(
-                        int(np.random.SeedSequence([cfg.seed, -1 % 2**32]).generate_state(1)[0])
+                        int(np.random.SeedSequence([cfg.seed, _OFFLINE_INIT_KEY]).generate_state(1)[0])
                     )
                     try:
                         offline = await self._offline_init(
