@@ -132,6 +132,10 @@ class TinyRecipe:
     eval_tasks: int = 100
     version: int = 3  # bump when code changes the result without changing a field
 
+    def __post_init__(self) -> None:
+        if self.drill_kind not in DRILL_KINDS:
+            raise ValueError(f"drill kind {self.drill_kind!r} is not one of {list(DRILL_KINDS)}")
+
     def key(self) -> str:
         # Fields added after a recipe was published enter the key only when set, so caches built
         # (and runs filed) under an earlier key stay valid.
@@ -590,8 +594,6 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     recipe = recipe or TinyRecipe()
-    if recipe.drill_kind not in DRILL_KINDS:
-        raise ValueError(f"drill kind {recipe.drill_kind!r} is not one of {list(DRILL_KINDS)}")
     t0 = time.monotonic()
     torch.manual_seed(recipe.seed)
     demos = collect_demonstrations(recipe.demos, noise=recipe.noise, seed=recipe.seed, kind=recipe.noise_kind)

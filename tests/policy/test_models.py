@@ -132,6 +132,8 @@ def test_chain_drills_copy_tool_results_into_the_next_call_and_the_answer(tokeni
     assert len(mixed) == 16 and sum("<answer>" in tokenizer.decode(s) for s, _ in mixed) == 4
     with pytest.raises(ValueError, match="drill kind 'copy'"):
         _drill_sequences(chat, None, words, 4, seed=3, kind="copy")
+    with pytest.raises(ValueError, match="drill kind 'copy'"):
+        TinyRecipe(drill_kind="copy")
 
 
 def test_fit_with_a_loss_target_stops_once_the_target_is_reached(tokenizer: Any) -> None:
