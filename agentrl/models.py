@@ -119,15 +119,22 @@ class TinyRecipe:
     drill_kind: str = "mixed"
     # Copy-drill steps before SFT; with drill_target > 0 they are a cap: the drill runs at a constant
     # lr and stops once its loss (mean of 20 steps) is below drill_target (copying forms after a
-    # plateau whose length varies from build to build).
-    drill_steps: int = 1200
-    drill_target: float = 0.08
-    drill_batch: int = 32
+    # plateau whose length varies from build to build); with 0, a cosine schedule runs them all.
+    drill_steps: int = 700
+    drill_target: float = 0.0
+    drill_batch: int = 64
     drill_lr: float = 1e-3
-    sft_steps: int = 600
+    sft_steps: int = 800
     sft_batch: int = 32
     lr: float = 1e-3
     warmup: int = 15
+    # The deliberate noise: a last, short SFT phase on Calculator demonstrations whose expert uses a
+    # wrong operator in `slip_rate` of its steps. The model keeps the right operator as its most
+    # likely choice (greedy success stays high) but samples a wrong one often, so its sampled success
+    # drops: the room that RL closes from the reward alone (`_slip_phase`).
+    slip_steps: int = 150
+    slip_rate: float = 0.25
+    slip_lr: float = 3e-4
     seed: int = 0
     eval_tasks: int = 100
     version: int = 3  # bump when code changes the result without changing a field
@@ -135,6 +142,10 @@ class TinyRecipe:
     def __post_init__(self) -> None:
         if self.drill_kind not in DRILL_KINDS:
             raise ValueError(f"drill kind {self.drill_kind!r} is not one of {list(DRILL_KINDS)}")
+        if not 0.0 <= self.slip_rate <= 1.0:
+            raise ValueError(f"slip_rate must be in [0, 1], got {self.slip_rate}")
+        if self.slip_steps < 0:
+            raise ValueError(f"slip_steps must be >= 0, got {self.slip_steps}")
 
     def key(self) -> str:
         # Fields added after a recipe was published enter the key only when set, so caches built
@@ -147,7 +158,14 @@ class TinyRecipe:
         return hashlib.sha256(blob).hexdigest()[:12]
 
 
-_LATE_FIELDS: dict[str, Any] = {"noise_kind": "digit", "drill_kind": "call", "drill_target": 0.0}
+_LATE_FIELDS: dict[str, Any] = {
+    "noise_kind": "digit",
+    "drill_kind": "call",
+    "drill_target": 0.0,
+    "slip_steps": 0,
+    "slip_rate": 0.25,
+    "slip_lr": 3e-4,
+}
 DRILL_KINDS = ("call", "chain", "mixed")
 
 
@@ -585,6 +603,28 @@ def evaluate_success(
     return asyncio.run(run())
 
 
+def _slip_phase(model: Any, chat: ChatFormat, recipe: TinyRecipe) -> list[float]:
+    """SFT on the same Calculator tasks with an expert that uses a wrong operator in `slip_rate` of its steps.
+
+    Operator slips, not digit slips: a digit slip would teach that copying is unreliable, the skill a
+    tiny model learns last and RL cannot easily repair; a wrong operator is a mistake the reward
+    alone points at. Short and at a lower lr, so the operator the model puts first stays right.
+    """
+    spec = tuple(d for d in recipe.demos if d[0] == "calculator")
+    demos = collect_demonstrations(spec, noise=recipe.slip_rate, seed=recipe.seed + 1, kind="operator")
+    seqs = [encode_demonstration(chat, d) for d in demos["calculator"]]
+    rng = random.Random(f"{recipe.seed}/slips")
+    return _fit(
+        model,
+        chat.tokenizer.pad_token_id,
+        lambda step: rng.choices(seqs, k=recipe.sft_batch),
+        recipe.slip_steps,
+        recipe.slip_lr,
+        10,
+        "slip phase",
+    )
+
+
 def replace_seed(params: Any, seed: int) -> Any:
     return dataclasses.replace(params, seed=seed)
 
@@ -654,6 +694,17 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
     t2 = time.monotonic()
     success = evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, seed=recipe.seed)
     greedy = evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, recipe.seed, 0.0)
+    t_eval = time.monotonic() - t2
+    slips: dict[str, Any] = {}
+    if recipe.slip_steps and "calculator" in usable:
+        t1 = time.monotonic()
+        slips = {"before": {"sampled": success, "greedy": greedy}}
+        slips["losses"] = _slip_phase(model, chat, recipe)
+        slips["seconds"] = time.monotonic() - t1
+        t2 = time.monotonic()
+        success = evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, seed=recipe.seed)
+        greedy = evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, recipe.seed, 0.0)
+        t_eval += time.monotonic() - t2
     record = {
         "name": "tiny",
         "recipe": dataclasses.asdict(recipe),
@@ -671,10 +722,14 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
             "demos": t_demos,
             "drill": t_drill,
             "sft": t_sft,
-            "eval": time.monotonic() - t2,
+            "slips": slips.get("seconds", 0.0),
+            "eval": t_eval,
             "total": time.monotonic() - t0,
         },
     }
+    if slips:  # what the slip phase did: success before it, and its loss
+        tail = slips["losses"][-10:]
+        record["slips"] = {"success_before": slips["before"], "final_loss": sum(tail) / len(tail)}
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

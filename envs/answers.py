@@ -12,6 +12,7 @@ import ast
 import math
 import re
 import unicodedata
+import warnings
 from collections.abc import Iterable
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
@@ -98,7 +99,9 @@ def to_sympy(text: str) -> sympy.Expr | None:
         s = s.replace(",", "")
     s = s.replace("^", "**")
     try:
-        tree = ast.parse(s.strip(), mode="eval")
+        with warnings.catch_warnings():  # a model's "12and 3" parses with a SyntaxWarning to stderr
+            warnings.simplefilter("ignore", SyntaxWarning)
+            tree = ast.parse(s.strip(), mode="eval")
         return _build(tree.body, s)
     except (SyntaxError, ValueError, TypeError, ZeroDivisionError, RecursionError, MemoryError):
         return None

@@ -101,3 +101,13 @@ def test_never_raises_on_any_text(text):
 def test_integers_roundtrip_with_separators(n):
     assert answers_match(f"{n:,}", n)
     assert answers_match(f"{n}.0", n)
+
+
+def test_malformed_numbers_parse_without_a_syntax_warning() -> None:
+    """A model's "12and 3" must not print Python's SyntaxWarning to the training log."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert to_sympy("1131970824740and 5") is None
+    assert not [w for w in caught if issubclass(w.category, SyntaxWarning)]

@@ -19,6 +19,7 @@ from agentrl.models import (
     _fit,
     _length_split,
     _masked_loss,
+    _slip_phase,
     _wrong_operator,
     cache_dir,
     collect_demonstrations,
@@ -61,10 +62,16 @@ def test_tiny_config_is_servable_by_vllm_cpu(tokenizer: Any) -> None:
     assert TinyRecipe(drill_kind="call").key() != TinyRecipe(drill_kind="mixed").key()
     # The published recipe's key names the cache and the study's run directories: a new field with
     # its default must not change it (change this pin only with the recipe itself).
-    assert TinyRecipe().key() == "004050a7f602"
-    # the recipe published before the drill had tool-result chains keeps its key
+    assert TinyRecipe().key() == "0df3b676771f"
+    # earlier published recipes keep their keys: before the slip phase (chains, drill to a target) ...
+    chains = dict(drill_steps=1200, drill_target=0.08, drill_batch=32, sft_steps=600, slip_steps=0)
+    assert TinyRecipe(**chains).key() == "004050a7f602"
+    # ... and before the drill had tool-result chains
     old = dict(drill_kind="call", drill_target=0.0, drill_steps=700, drill_batch=64, sft_steps=800)
-    assert TinyRecipe(**old).key() == "91bc94f92033"
+    assert TinyRecipe(**old, slip_steps=0).key() == "91bc94f92033"
+    assert TinyRecipe(slip_rate=0.2).key() != TinyRecipe().key() != TinyRecipe(slip_steps=0).key()
+    with pytest.raises(ValueError, match="slip_rate"):
+        TinyRecipe(slip_rate=1.5)
 
 
 def test_operator_slip_changes_exactly_one_operator_and_never_an_answer() -> None:
@@ -148,6 +155,32 @@ def test_fit_with_a_loss_target_stops_once_the_target_is_reached(tokenizer: Any)
     losses = _fit(model, tokenizer.pad_token_id, lambda step: batch, 500, 1e-2, 0, "t", stop_below=0.5)
     assert 20 <= len(losses) < 500 and sum(losses[-20:]) / 20 < 0.5 <= sum(losses[-21:-1]) / 20
     assert len(_fit(model, tokenizer.pad_token_id, lambda step: batch, 7, 1e-3, 0, "t")) == 7
+
+
+def test_slip_phase_trains_on_calculator_demos_with_wrong_operators(
+    tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    import agentrl.models as models
+
+    seen: list[Any] = []
+    collect = models.collect_demonstrations
+
+    def spy(spec: Any, **kw: Any) -> Any:
+        seen.append((spec, kw))
+        return collect(spec, **kw)
+
+    monkeypatch.setattr(models, "collect_demonstrations", spy)
+    demos = (("calculator", "warmup", 30), ("kb_search", "train", 5))
+    recipe = TinyRecipe(hidden_size=64, intermediate_size=128, num_layers=1, demos=demos, slip_steps=3)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(tiny_config(recipe, tokenizer), dtype=torch.float32)
+    losses = _slip_phase(model, ChatFormat(tokenizer), recipe)
+    assert len(losses) == 3 and all(0 < x < 20 for x in losses)
+    # only the Calculator demos, with operator slips at the recipe's rate and a seed of their own
+    assert seen == [((("calculator", "warmup", 30),), dict(noise=0.25, seed=1, kind="operator"))]
 
 
 def test_prefix_shared_loss_matches_the_full_forward(tokenizer: Any) -> None:
@@ -277,6 +310,8 @@ async def test_tiny_model_builds_with_a_success_rate_rl_can_improve() -> None:
         json.dumps({k: record[k] for k in ("params", "calculator_test_success", "seconds")}),
     )
     assert 0.2 <= record["calculator_test_success"] <= 0.6
+    # the slip phase leaves the right operator first: greedy success well above sampled is RL's room
+    assert record["calculator_test_success_greedy"] >= record["calculator_test_success"] + 0.15
     model, tokenizer = await asyncio.to_thread(load_model, "tiny")
     rewards = await _episodes_in_all_envs(model, tokenizer, n=4, max_new_tokens=96)
     print("tiny rewards per env (4 test tasks each):", rewards)
