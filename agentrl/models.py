@@ -606,9 +606,9 @@ def evaluate_success(
 def _slip_phase(model: Any, chat: ChatFormat, recipe: TinyRecipe) -> list[float]:
     """SFT on the same Calculator tasks with an expert that uses a wrong operator in `slip_rate` of its steps.
 
-    Operator slips, not digit slips: a digit slip would teach that copying is unreliable, the skill a
-    tiny model learns last and RL cannot easily repair; a wrong operator is a mistake the reward
-    alone points at. Short and at a lower lr, so the operator the model puts first stays right.
+    Operator slips, not digit slips: a digit slip teaches that copying is unreliable, the skill a
+    tiny model learns last; a wrong operator is one decision per step whose fix the reward alone
+    points at. Short and at a lower lr, so the operator the model puts first stays right.
     """
     spec = tuple(d for d in recipe.demos if d[0] == "calculator")
     demos = collect_demonstrations(spec, noise=recipe.slip_rate, seed=recipe.seed + 1, kind="operator")
