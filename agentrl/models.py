@@ -625,6 +625,17 @@ def _slip_phase(model: Any, chat: ChatFormat, recipe: TinyRecipe) -> list[float]
     )
 
 
+def _calculator_success(model: Any, tokenizer: Any, recipe: TinyRecipe) -> tuple[float, float]:
+    """Held-out Calculator success sampled at T = 1, and greedy."""
+    sampled = evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, seed=recipe.seed)
+    return sampled, evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, recipe.seed, 0.0)
+
+
+def _tail_mean(losses: Sequence[float], n: int = 10) -> float:
+    tail = losses[-n:]
+    return sum(tail) / max(1, len(tail))
+
+
 def replace_seed(params: Any, seed: int) -> Any:
     return dataclasses.replace(params, seed=seed)
 
@@ -692,18 +703,20 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
     )
     t_sft = time.monotonic() - t1
     t2 = time.monotonic()
-    success = evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, seed=recipe.seed)
-    greedy = evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, recipe.seed, 0.0)
+    success, greedy = _calculator_success(model, tokenizer, recipe)
     t_eval = time.monotonic() - t2
-    slips: dict[str, Any] = {}
+    t_slips, slip_record = 0.0, None
     if recipe.slip_steps and "calculator" in usable:
         t1 = time.monotonic()
-        slips = {"before": {"sampled": success, "greedy": greedy}}
-        slips["losses"] = _slip_phase(model, chat, recipe)
-        slips["seconds"] = time.monotonic() - t1
+        slip_losses = _slip_phase(model, chat, recipe)
+        t_slips = time.monotonic() - t1
+        # what the slip phase did: success before it, and its loss
+        slip_record = {
+            "success_before": {"sampled": success, "greedy": greedy},
+            "final_loss": _tail_mean(slip_losses),
+        }
         t2 = time.monotonic()
-        success = evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, seed=recipe.seed)
-        greedy = evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, recipe.seed, 0.0)
+        success, greedy = _calculator_success(model, tokenizer, recipe)
         t_eval += time.monotonic() - t2
     record = {
         "name": "tiny",
@@ -714,22 +727,21 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
         "demo_success": {k: sum(d.reward for d in v) / max(1, len(v)) for k, v in demos.items()},
         "tokens_per_demo": sum(len(s) for s, _ in seqs) / max(1, len(seqs)),
         "drill_steps": len(drill_losses),
-        "drill_final_loss": sum(drill_losses[-10:]) / max(1, len(drill_losses[-10:])),
-        "final_loss": sum(losses[-10:]) / max(1, len(losses[-10:])),
+        "drill_final_loss": _tail_mean(drill_losses),
+        "final_loss": _tail_mean(losses),
         "calculator_test_success": success,
         "calculator_test_success_greedy": greedy,
         "seconds": {
             "demos": t_demos,
             "drill": t_drill,
             "sft": t_sft,
-            "slips": slips.get("seconds", 0.0),
+            "slips": t_slips,
             "eval": t_eval,
             "total": time.monotonic() - t0,
         },
     }
-    if slips:  # what the slip phase did: success before it, and its loss
-        tail = slips["losses"][-10:]
-        record["slips"] = {"success_before": slips["before"], "final_loss": sum(tail) / len(tail)}
+    if slip_record is not None:
+        record["slips"] = slip_record
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)

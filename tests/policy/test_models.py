@@ -334,3 +334,22 @@ async def test_smollm2_runs_episodes_in_every_env() -> None:
     # two tasks per env, so batches also take the shared-prompt-head path
     rewards = await _episodes_in_all_envs(model, tokenizer, n=2, max_new_tokens=48, max_turns=2)
     print("smollm2 rewards per env (2 test tasks each):", rewards)
+
+
+def test_micro_build_records_the_slip_phase(tmp_path: Path) -> None:
+    """A whole `build_tiny` at a micro scale: weights, tokenizer and a record that says what each phase did."""
+    from agentrl.models import build_tiny
+
+    micro = dict(
+        hidden_size=64, intermediate_size=128, num_layers=1, vocab_size=1024, drill_steps=2, drill_batch=4,
+        sft_steps=2, sft_batch=4, warmup=1, eval_tasks=2, demos=(("calculator", "warmup", 20),),
+    )  # fmt: skip
+    record = build_tiny(tmp_path / "with", TinyRecipe(**micro, slip_steps=2))
+    assert set(record["slips"]) == {"success_before", "final_loss"}
+    assert set(record["slips"]["success_before"]) == {"sampled", "greedy"}
+    assert record["seconds"]["slips"] > 0 and record["drill_steps"] == 2
+    assert json.loads((tmp_path / "with" / "build.json").read_text())["key"] == record["key"]
+    model, _ = load_model(str(tmp_path / "with"))
+    assert model.config.num_hidden_layers == 1
+    without = build_tiny(tmp_path / "without", TinyRecipe(**micro, slip_steps=0))
+    assert "slips" not in without and without["seconds"]["slips"] == 0.0
