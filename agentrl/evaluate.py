@@ -150,7 +150,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--checkpoint", help="a checkpoint directory (runs/NAME/checkpoints/step_N) or a run directory"
     )
     src.add_argument(
-        "--model", default=None, help="tiny | smollm2-135m | a local path or HF id (default: tiny)"
+        "--model",
+        default=None,
+        help="tiny | tiny-python | smollm2-135m | a local path or HF id (default: tiny)",
     )
     p.add_argument("--env", default="agentrl/Calculator-v0", help="a registered gymnasium id")
     p.add_argument("--tasks", type=int, default=100, help="first N test tasks")

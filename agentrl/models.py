@@ -135,8 +135,15 @@ class TinyRecipe:
     slip_steps: int = 150
     slip_rate: float = 0.25
     slip_lr: float = 3e-4
+    # Continue from another embedded tiny model (a TINY_MODELS name): its tokenizer and weights, so
+    # there is no tokenizer training and no copy drill, only this recipe's SFT (and slip) phases.
+    base: str = ""
+    # SFT batches draw their env uniformly (True) or in proportion to its demonstrations (False).
+    balance_envs: bool = False
     seed: int = 0
     eval_tasks: int = 100
+    # Envs whose held-out success the build record reports (sampled at T = 1, and greedy).
+    eval_envs: tuple[str, ...] = ("calculator",)
     version: int = 3  # bump when code changes the result without changing a field
 
     def __post_init__(self) -> None:
@@ -154,6 +161,8 @@ class TinyRecipe:
         for name, default in _LATE_FIELDS.items():
             if fields[name] == default:
                 del fields[name]
+        if self.base:  # a rebuilt base changes this model too
+            fields["base"] = f"{self.base}-{_base_recipe(self.base).key()}"
         blob = json.dumps(fields, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:12]
 
@@ -165,8 +174,39 @@ _LATE_FIELDS: dict[str, Any] = {
     "slip_steps": 0,
     "slip_rate": 0.25,
     "slip_lr": 3e-4,
+    "base": "",
+    "balance_envs": False,
+    "eval_envs": ("calculator",),
 }
 DRILL_KINDS = ("call", "chain", "mixed")
+
+# The embedded tiny models by name (each built on first use and cached under its recipe's key).
+# `tiny` is warm-started for Calculator-v0 (and scores 0 on the other two envs); `tiny-python`
+# continues it on PythonMath-v0 demonstrations (Calculator ones mixed in, so it keeps that skill).
+TINY_MODELS: dict[str, TinyRecipe] = {
+    "tiny": TinyRecipe(),
+    "tiny-python": TinyRecipe(
+        base="tiny",
+        demos=(("calculator", "warmup", 2000), ("python_math", "warmup", 2000)),
+        balance_envs=True,
+        sft_steps=800,
+        slip_steps=0,
+        eval_envs=("calculator", "python_math"),
+        eval_tasks=40,
+    ),
+}
+EMBEDDED_MODELS = (*TINY_MODELS, "smollm2-135m")
+
+
+def _base_recipe(name: str) -> TinyRecipe:
+    base = TINY_MODELS.get(name)
+    if base is None:
+        raise ValueError(f"tiny recipe base {name!r} is not one of {list(TINY_MODELS)}")
+    if base.base:
+        raise ValueError(
+            f"tiny recipe base {name!r} has a base of its own; continue from a built-from-scratch one"
+        )
+    return base
 
 
 # ---- demonstrations -----------------------------------------------------------------------------
@@ -625,10 +665,15 @@ def _slip_phase(model: Any, chat: ChatFormat, recipe: TinyRecipe) -> list[float]
     )
 
 
-def _calculator_success(model: Any, tokenizer: Any, recipe: TinyRecipe) -> tuple[float, float]:
-    """Held-out Calculator success sampled at T = 1, and greedy."""
-    sampled = evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, seed=recipe.seed)
-    return sampled, evaluate_success(model, tokenizer, "calculator", recipe.eval_tasks, recipe.seed, 0.0)
+def _held_out_success(model: Any, tokenizer: Any, recipe: TinyRecipe) -> dict[str, dict[str, float]]:
+    """Held-out success on each of `recipe.eval_envs`, sampled at T = 1 and greedy."""
+    return {
+        env: {
+            "sampled": evaluate_success(model, tokenizer, env, recipe.eval_tasks, seed=recipe.seed),
+            "greedy": evaluate_success(model, tokenizer, env, recipe.eval_tasks, recipe.seed, 0.0),
+        }
+        for env in recipe.eval_envs
+    }
 
 
 def _tail_mean(losses: Sequence[float], n: int = 10) -> float:
@@ -640,33 +685,40 @@ def replace_seed(params: Any, seed: int) -> Any:
     return dataclasses.replace(params, seed=seed)
 
 
-def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any]:
+def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None, name: str = "tiny") -> dict[str, Any]:
     """Build the tiny model into `out_dir` (tokenizer, weights, `build.json`); returns the build record."""
-    from transformers import AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
     recipe = recipe or TinyRecipe()
+    base_dir = model_path(recipe.base, _base_recipe(recipe.base)) if recipe.base else None
     t0 = time.monotonic()
     torch.manual_seed(recipe.seed)
     demos = collect_demonstrations(recipe.demos, noise=recipe.noise, seed=recipe.seed, kind=recipe.noise_kind)
     t_demos = time.monotonic() - t0
-    texts = [text for ds in demos.values() for d in ds for text in _demo_texts(d)]
-    tokenizer = train_tokenizer(texts, recipe.vocab_size)
+    if base_dir is None:
+        texts = [text for ds in demos.values() for d in ds for text in _demo_texts(d)]
+        tokenizer = train_tokenizer(texts, recipe.vocab_size)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(base_dir)
     chat = ChatFormat(tokenizer)
     usable = {k: v for k, v in demos.items() if v and sum(d.reward for d in v) / len(v) >= 0.3}
     for name in set(demos) - set(usable):  # e.g. no working sandbox here: its demos teach nothing
         log.warning("tiny SFT skips %s: its expert demonstrations mostly failed", name)
     encoded = {k: [encode_demonstration(chat, d) for d in v] for k, v in usable.items()}
     seqs = [s for v in encoded.values() for s in v]
-    config = tiny_config(recipe, tokenizer)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.generation_config = GenerationConfig(
-        eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=config.bos_token_id,
-    )
+    if base_dir is None:
+        config = tiny_config(recipe, tokenizer)
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.generation_config = GenerationConfig(
+            eos_token_id=[tokenizer.eos_token_id, tokenizer.pad_token_id],
+            pad_token_id=tokenizer.pad_token_id,
+            bos_token_id=config.bos_token_id,
+        )
+    else:
+        model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     t1 = time.monotonic()
     drill_losses: list[float] = []
-    if recipe.drill_steps and usable.get("calculator"):
+    if recipe.drill_steps and usable.get("calculator") and base_dir is None:
         template, words = usable["calculator"][0], _drill_words(usable)
 
         def drills(step: int) -> list[tuple[list[int], list[int]]]:
@@ -695,7 +747,8 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
 
     def demos_batch(step: int) -> list[tuple[list[int], list[int]]]:
         # one env per batch, so its rows share the system prompt (see `_masked_loss`)
-        pool = rng.choices(pools, weights=[len(v) for v in pools])[0]
+        weights = [1.0] * len(pools) if recipe.balance_envs else [len(v) for v in pools]
+        pool = rng.choices(pools, weights=weights)[0]
         return rng.choices(pool, k=recipe.sft_batch)
 
     losses = _fit(
@@ -703,7 +756,7 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
     )
     t_sft = time.monotonic() - t1
     t2 = time.monotonic()
-    success, greedy = _calculator_success(model, tokenizer, recipe)
+    scores = _held_out_success(model, tokenizer, recipe)
     t_eval = time.monotonic() - t2
     t_slips, slip_record = 0.0, None
     if recipe.slip_steps and "calculator" in usable:
@@ -711,15 +764,13 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
         slip_losses = _slip_phase(model, chat, recipe)
         t_slips = time.monotonic() - t1
         # what the slip phase did: success before it, and its loss
-        slip_record = {
-            "success_before": {"sampled": success, "greedy": greedy},
-            "final_loss": _tail_mean(slip_losses),
-        }
+        slip_record = {"success_before": scores.get("calculator", {}), "final_loss": _tail_mean(slip_losses)}
         t2 = time.monotonic()
-        success, greedy = _calculator_success(model, tokenizer, recipe)
+        scores = _held_out_success(model, tokenizer, recipe)
         t_eval += time.monotonic() - t2
+    success, greedy = scores.get("calculator", {}).get("sampled"), scores.get("calculator", {}).get("greedy")
     record = {
-        "name": "tiny",
+        "name": name,
         "recipe": dataclasses.asdict(recipe),
         "key": recipe.key(),
         "params": sum(p.numel() for p in model.parameters()),
@@ -731,6 +782,7 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None) -> dict[str, Any
         "final_loss": _tail_mean(losses),
         "calculator_test_success": success,
         "calculator_test_success_greedy": greedy,
+        "test_success": scores,
         "seconds": {
             "demos": t_demos,
             "drill": t_drill,
@@ -813,9 +865,9 @@ def _convert_smollm2(out_dir: Path) -> None:
 
 def model_path(name: str = "tiny", recipe: TinyRecipe | None = None) -> Path:
     """The local directory of an embedded model (built or converted on first use) or a given path."""
-    if name == "tiny":
-        recipe = recipe or TinyRecipe()
-        return _cached_build(f"tiny-{recipe.key()}", lambda d: build_tiny(d, recipe))
+    if name in TINY_MODELS:
+        recipe = recipe or TINY_MODELS[name]
+        return _cached_build(f"tiny-{recipe.key()}", lambda d: build_tiny(d, recipe, name))
     if name == "smollm2-135m":
         return _cached_build("smollm2-135m", _convert_smollm2)
     return Path(name)
@@ -827,13 +879,13 @@ def load_model(
     """(model, tokenizer) for `tiny`, `smollm2-135m`, a local directory or a Hugging Face id."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if name in ("tiny", "smollm2-135m"):
+    if name in EMBEDDED_MODELS:
         source: str | Path = model_path(name)
     else:
         source = name
         if not Path(name).exists() and name.count("/") != 1:
             raise ValueError(
-                f"unknown model {name!r}: use 'tiny', 'smollm2-135m', a local directory or a "
+                f"unknown model {name!r}: use one of {list(EMBEDDED_MODELS)}, a local directory or a "
                 "Hugging Face id like 'org/name'"
             )
     tokenizer = AutoTokenizer.from_pretrained(source)

@@ -215,7 +215,7 @@ class Trainer:
 
     async def arun(self) -> TrainResult:
         from agentrl.learner import Learner, LossConfig, OptimizerConfig
-        from agentrl.models import load_model, model_path
+        from agentrl.models import EMBEDDED_MODELS, load_model, model_path
         from agentrl.rollout.episode import EpisodeRunner
         from agentrl.rollout.scheduler import RolloutScheduler, SchedulerConfig
 
@@ -240,7 +240,7 @@ class Trainer:
         # Off the loop: a first use builds the embedded model, which runs its own event loop.
         self._model_source = (
             await asyncio.to_thread(model_path, cfg.model.name)
-            if cfg.model.name in ("tiny", "smollm2-135m")
+            if cfg.model.name in EMBEDDED_MODELS
             else cfg.model.name
         )
         model, tokenizer = await asyncio.to_thread(

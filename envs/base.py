@@ -318,9 +318,14 @@ class ToolEnv(gymnasium.Env[str, str]):
 
     # ---- helpers ----------------------------------------------------------------------------
 
+    def toolbox_for(self, task: Task) -> ToolBox:
+        """The tools an episode of `task` calls: the env's own unless a task brings its world along."""
+        return self.toolbox
+
     async def _call_tool(self, call: Any) -> tuple[ToolResult, float]:
         delay = await wait(self.latency.for_tool(call.name), self._latency_rng)
-        return await self.toolbox.call(call), delay
+        assert self.task is not None
+        return await self.toolbox_for(self.task).call(call), delay
 
     def _safe_score(self, task: Task, answer: str, info: dict[str, Any]) -> float:
         try:

@@ -16,10 +16,13 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from agentrl.envs.base import Task, ToolEnv
-from agentrl.tools.base import Tool, format_answer, format_tool_call
+from agentrl.tools.base import Tool, ToolBox, format_answer, format_tool_call
 
-SPLIT_SIZES = {"train": 1000, "test": 200}
+SPLIT_SIZES = {"train": 1000, "test": 200, "warmup": 4000}
 KB_SEED = "agentrl/kb_search/v1"
+# The warmup split asks about other, freshly generated knowledge bases (same generator, other seeds),
+# so supervised warm-starts teach searching and copying names, not the evaluation KB's facts.
+WARMUP_KBS = 40
 N_COUNTRIES, N_CITIES, N_PEOPLE, N_COMPANIES = 24, 120, 400, 200
 
 _ONSETS = (
@@ -95,10 +98,15 @@ def _word(rng: random.Random, syllables: int) -> str:
 
 
 @functools.cache
-def knowledge_base() -> KnowledgeBase:
-    """Build the knowledge base from `KB_SEED` (deterministic; cached per process)."""
-    rng = random.Random(KB_SEED)
+def knowledge_base(seed: str = KB_SEED) -> KnowledgeBase:
+    """Build the knowledge base from `seed` (deterministic; cached per process)."""
+    rng = random.Random(seed)
     used: set[str] = set()  # lower-cased, so no two entities differ only by case
+    if seed != KB_SEED:  # another KB shares no name with the evaluation one
+        main = knowledge_base()
+        used = {
+            n.lower() for names in (main.countries, main.cities, main.people, main.companies) for n in names
+        }
 
     def fresh(make: Callable[[], str]) -> str:
         while True:
@@ -178,45 +186,53 @@ def follow(kb: KnowledgeBase, entity: str, relation: str) -> str:
     raise KeyError(relation)
 
 
-def generate(split: str, n: int, avoid: frozenset[str] = frozenset()) -> list[Task]:
-    kb = knowledge_base()
-    rng = random.Random(f"agentrl/kb_search/{split}")
+def warmup_kb_seed(i: int) -> str:
+    return f"{KB_SEED}/warmup/{i}"
+
+
+def generate(
+    split: str, n: int, avoid: frozenset[str] = frozenset(), kb_seed: str = KB_SEED, start: int = 0
+) -> list[Task]:
+    kb = knowledge_base(kb_seed)
+    rng = random.Random(f"agentrl/kb_search/{split}" + ("" if kb_seed == KB_SEED else f"/{kb_seed}"))
     by_kind = {"company": sorted(kb.companies), "person": sorted(kb.people)}
     tasks: list[Task] = []
     seen = set(avoid)
     while len(tasks) < n:
         template, kind, path = rng.choice(_QUESTIONS)
-        start = rng.choice(by_kind[kind])
-        prompt = template.format(e=start)
+        entity = rng.choice(by_kind[kind])
+        prompt = template.format(e=entity)
         if prompt in seen:
             continue
         seen.add(prompt)
-        value = start
+        value = entity
         for rel in path:
             value = follow(kb, value, rel)
+        data: dict[str, object] = {"start": entity, "path": list(path)}
+        if kb_seed != KB_SEED:
+            data["kb"] = kb_seed
         tasks.append(
-            Task(
-                id=f"{len(tasks):05d}",
-                prompt=prompt,
-                answer=value,
-                difficulty=len(path),
-                data={"start": start, "path": list(path)},
-            )
+            Task(id=f"{start + len(tasks):05d}", prompt=prompt, answer=value, difficulty=len(path), data=data)
         )
     return tasks
 
 
-def _search_tool() -> Tool:
+def _search_tool(kb_seed: str = KB_SEED) -> Tool:
     from agentrl.tools.search import Document, SearchTool
 
-    docs = [Document(doc_id, title, text) for doc_id, title, text in knowledge_base().documents()]
+    docs = [Document(doc_id, title, text) for doc_id, title, text in knowledge_base(kb_seed).documents()]
     return SearchTool(docs, top_k=3)
 
 
 @functools.cache
-def _shared_search_tool() -> Tool:
-    """One index per process: the corpus is fixed, so every env can share it."""
-    return _search_tool()
+def _shared_search_tool(kb_seed: str = KB_SEED) -> Tool:
+    """One index per knowledge base and process: the corpus is fixed, so every env can share it."""
+    return _search_tool(kb_seed)
+
+
+@functools.cache
+def _warmup_toolbox(kb_seed: str) -> ToolBox:
+    return ToolBox([_shared_search_tool(kb_seed)])
 
 
 class KBSearchEnv(ToolEnv):
@@ -228,15 +244,28 @@ class KBSearchEnv(ToolEnv):
         "countries: search for one entity at a time and follow the relations. Answer with a name or year."
     )
     max_turns = 8
+    # "warmup": questions about other knowledge bases (`WARMUP_KBS`), for supervised warm-starts
+    splits = ("train", "test", "warmup")
 
     def make_tools(self) -> list[Tool]:
         return [_shared_search_tool()]
 
     def load_tasks(self, split: str) -> Sequence[Task]:
+        if split == "train":
+            return generate("train", SPLIT_SIZES["train"])
         if split == "test":
             train = frozenset(t.prompt for t in self.tasks("train"))
             return generate("test", SPLIT_SIZES["test"], avoid=train)
-        return generate(split, SPLIT_SIZES[split])
+        per_kb = SPLIT_SIZES[split] // WARMUP_KBS
+        return [
+            task
+            for i in range(WARMUP_KBS)
+            for task in generate(split, per_kb, kb_seed=warmup_kb_seed(i), start=i * per_kb)
+        ]
+
+    def toolbox_for(self, task: Task) -> ToolBox:
+        kb = task.data.get("kb")
+        return self.toolbox if kb is None else _warmup_toolbox(str(kb))
 
     def expert_action(self) -> str:
         """Search the current entity, read the relation from its document, and repeat."""

@@ -18,7 +18,7 @@ from agentrl.envs.answers import numbers_equal
 from agentrl.envs.base import Task, ToolEnv
 from agentrl.tools.base import Tool, format_answer, format_tool_call
 
-SPLIT_SIZES = {"train": 1000, "test": 200}
+SPLIT_SIZES = {"train": 1000, "test": 200, "warmup": 5000}
 
 # A family draws (prompt, answer, code, difficulty); `answer` is computed here, independently of `code`.
 Problem = tuple[str, str, str, int]
@@ -240,15 +240,20 @@ class PythonMathEnv(ToolEnv):
         "answer: an integer or a fraction such as 3/7."
     )
     max_turns = 6
+    # "warmup": problems disjoint from train and test, for supervised warm-starts (the tiny models)
+    splits = ("train", "test", "warmup")
 
     def make_tools(self) -> list[Tool]:
         return [_python_tool()]
 
     def load_tasks(self, split: str) -> Sequence[Task]:
+        if split == "train":
+            return generate("train", SPLIT_SIZES["train"])
+        train = frozenset(t.prompt for t in self.tasks("train"))
         if split == "test":
-            train = frozenset(t.prompt for t in self.tasks("train"))
             return generate("test", SPLIT_SIZES["test"], avoid=train)
-        return generate(split, SPLIT_SIZES[split])
+        test = frozenset(t.prompt for t in self.tasks("test"))
+        return generate(split, SPLIT_SIZES[split], avoid=train | test)
 
     def score(self, task: Task, answer: str) -> float:
         return float(numbers_equal(answer, task.answer))

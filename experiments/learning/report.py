@@ -529,9 +529,14 @@ def render_markdown(
     k = next((v["k"] for v in res["final"].values() if v.get("k")), None)
     ks = f"@{k}" if k else "@k"
     L: list[str] = []
-    tags = sorted({r.model_tag for r in runs})
-    shown = f"`{cfg['model']}`" + (f" (`{tags[0]}`)" if len(tags) == 1 and tags[0] != cfg["model"] else "")
-    L.append(f"Model {shown}, {len(done)} of {len(expected)} runs finished")
+    tags = {env: sorted({r.model_tag for r in runs if r.env == env}) for env in envs}
+    if len({t for ts in tags.values() for t in ts}) > 1:
+        shown = ", ".join(f"`{'`, `'.join(ts)}` on {_short(env)}" for env, ts in tags.items() if ts)
+        L.append(f"Models: {shown}; {len(done)} of {len(expected)} runs finished")
+    else:
+        one = next((ts[0] for ts in tags.values() if ts), None)
+        shown = f"`{cfg['model']}`" + (f" (`{one}`)" if one and one != cfg["model"] else "")
+        L.append(f"Model {shown}, {len(done)} of {len(expected)} runs finished")
     budget = {r.batch_size * int(r.config.get("steps", 0)) for r in runs if r.finished}
     if budget:
         L[-1] += f"; training budget {', '.join(map(str, sorted(budget)))} samples per run"
@@ -964,16 +969,18 @@ def write_report(
     """Read every run under cfg['run_root'] and write results.json, results.md, the PNGs and README section."""
     out.mkdir(parents=True, exist_ok=True)
     runs = read_runs(Path(cfg["run_root"]))
-    main_tag = next((j.model_tag for j in jobs if j.model == str(cfg["model"])), str(cfg["model"]))
-    expected = [(j.env, j.arm, j.seed) for j in jobs if j.model_tag == main_tag]
-    # Main tables: only the runs of the configured grid (a run left from other seeds is not mixed in).
-    wanted = set(expected)
-    main_runs = [r for r in runs if r.model_tag == main_tag and (r.env, r.arm, r.seed) in wanted]
+    main_jobs = [j for j in jobs if getattr(j, "main", True)]
+    expected = [(j.env, j.arm, j.seed) for j in main_jobs]
+    # Main tables: only the runs of the configured grid, each env with its own model (a run left from
+    # other seeds or another model is not mixed in).
+    wanted = {(j.model_tag, j.env, j.arm, j.seed) for j in main_jobs}
+    main_runs = [r for r in runs if (r.model_tag, r.env, r.arm, r.seed) in wanted]
     arms, envs = list(cfg["arms"]), list(cfg["envs"])
     res = aggregate(main_runs, arms, envs, cfg.get("simulated_time"))
     others: dict[str, dict[str, Any]] = {}
-    for tag in sorted({r.model_tag for r in runs} - {main_tag}):
-        rs = [r for r in runs if r.model_tag == tag]
+    rest = [r for r in runs if (r.model_tag, r.env, r.arm, r.seed) not in wanted]
+    for tag in sorted({r.model_tag for r in rest}):
+        rs = [r for r in rest if r.model_tag == tag]
         others[tag] = aggregate(rs, sorted({r.arm for r in rs}, key=arms.index), envs, None)
     trl = read_trl(trl_dir)
     md = render_markdown(cfg, res, main_runs, expected, trl, others)

@@ -41,6 +41,7 @@ class Job:
     run_root: str
     name: str
     overrides: list[str] = field(default_factory=list)
+    main: bool = True  # part of the main grid (False: the optional smollm2 block)
 
     @property
     def run_dir(self) -> Path:
@@ -79,10 +80,10 @@ def model_tag(model: str) -> str:
     The tiny model is named by its build recipe, so a changed recipe never resumes or skips runs made
     with the old weights.
     """
-    if model == "tiny":
-        from agentrl.models import TinyRecipe
+    from agentrl.models import TINY_MODELS
 
-        return f"tiny-{TinyRecipe().key()}"
+    if model in TINY_MODELS:
+        return f"tiny-{TINY_MODELS[model].key()}"
     local = Path(model).exists() or model.startswith(("/", "."))
     name = (Path(model).name or "model") if local else model.replace("/", "--")
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name)
@@ -105,9 +106,14 @@ def build_jobs(
     device: str | None = None,
     smollm2: bool = False,
 ) -> list[Job]:
-    """Every run of the study (main grid, plus the smollm2 block when asked), in a fixed order."""
+    """Every run of the study (main grid, plus the smollm2 block when asked), in a fixed order.
+
+    With the default `tiny`, an env listed in `env_models` trains that embedded model instead (`tiny`
+    is warm-started for Calculator-v0 only); any other model (`--model`) runs on every env.
+    """
     main_model = str(model or cfg["model"])
     dev = str(device or cfg.get("device", "cpu"))
+    env_models = (cfg.get("env_models") or {}) if main_model == "tiny" else {}
     blocks: list[tuple[str, list[str], list[str], list[int], dict[str, Any]]] = [
         (main_model, list(cfg["arms"]), list(cfg["envs"]), list(cfg["seeds"]), {})
     ]
@@ -117,11 +123,12 @@ def build_jobs(
             (s["model"], list(s["arms"]), list(s["envs"]), list(s["seeds"]), s.get("overrides", {}))
         )
     jobs: list[Job] = []
-    for mdl, arms, envs, seeds, extra in blocks:
-        tag = model_tag(mdl)
-        root = str(Path(cfg["run_root"]) / tag)
+    for block, (block_model, arms, envs, seeds, extra) in enumerate(blocks):
         # seed-major within an env: a study stopped part-way has every arm at the same seeds
         for env in envs:
+            mdl = str(env_models.get(env, block_model)) if block == 0 else block_model
+            tag = model_tag(mdl)
+            root = str(Path(cfg["run_root"]) / tag)
             for seed in seeds:
                 for arm in arms:
                     name = f"{env_short(env)}-{arm}-s{seed}"
@@ -139,7 +146,9 @@ def build_jobs(
                             "model.device": dev,
                         }
                     )
-                    jobs.append(Job(arm, env, int(seed), mdl, tag, root, name, _override_strings(ov)))
+                    jobs.append(
+                        Job(arm, env, int(seed), mdl, tag, root, name, _override_strings(ov), block == 0)
+                    )
     return jobs
 
 
@@ -152,17 +161,17 @@ def resolve(job: Job) -> Any:
 
 
 def check_equal_budget(jobs: list[Job]) -> dict[str, int]:
-    """Training samples per run (steps × batch_size) must be equal across arms within a model."""
+    """Training samples per run (steps × batch_size) must be equal across arms for a model and env."""
     budgets: dict[str, dict[str, int]] = {}
     for j in jobs:
         c = resolve(j)
-        budgets.setdefault(j.model_tag, {})[f"{j.arm}/{j.env}"] = c.steps * c.rollout.batch_size
+        budgets.setdefault(f"{j.model_tag}/{env_short(j.env)}", {})[j.arm] = c.steps * c.rollout.batch_size
     out: dict[str, int] = {}
-    for tag, b in budgets.items():
+    for key, b in budgets.items():
         values = set(b.values())
         if len(values) != 1:
-            raise SystemExit(f"learning study: unequal sample budgets for {tag}: {b}")
-        out[tag] = values.pop()
+            raise SystemExit(f"learning study: unequal sample budgets for {key}: {b}")
+        out[key] = values.pop()
     return out
 
 

@@ -224,3 +224,42 @@ def test_latency_config_mapping_and_module_prefixed_make():
     assert env.latency.for_tool("calculator").high == 0.001
     with pytest.raises(ValueError, match="unknown latency key"):
         CalculatorEnv(latency={"steps": 1})
+
+
+@pytest.mark.parametrize(("cls", "size"), [(KBSearchEnv, 4000), (PythonMathEnv, 5000)])
+def test_warmup_split_is_outside_train_and_test(cls: type, size: int) -> None:
+    env = cls()
+    warm = env.tasks("warmup")
+    held = {t.prompt for t in env.tasks("train")} | {t.prompt for t in env.tasks("test")}
+    assert len(warm) == size and len({t.prompt for t in warm}) == size
+    assert not {t.prompt for t in warm} & held
+    # the expert solves warmup tasks like any other
+    env.reset(options={"task_id": warm[0].id, "split": "warmup"})
+    assert env.expert_action()
+
+
+def test_kb_warmup_asks_about_other_knowledge_bases_and_searches_them() -> None:
+    """Warm-start demos must teach searching and copying, not the evaluation KB's facts."""
+    from agentrl.envs.kb_search import KB_SEED, WARMUP_KBS
+
+    env = KBSearchEnv()
+    warm = env.tasks("warmup")
+    assert {t.data["kb"] for t in warm} == {f"{KB_SEED}/warmup/{i}" for i in range(WARMUP_KBS)}
+    main = knowledge_base()
+    other = knowledge_base(warm[0].data["kb"])
+    names = [set(kb.countries) | set(kb.cities) | set(kb.people) | set(kb.companies) for kb in (main, other)]
+    assert not names[0] & names[1]
+    assert knowledge_base(warm[0].data["kb"]) != main
+    for task in (warm[0], warm[-1]):
+        _, info = env.reset(options={"task_id": task.id, "split": "warmup"})
+        reward = 0.0
+        for _ in range(info["max_turns"]):
+            _, reward, terminated, _, _ = env.step(env.expert_action())
+            if terminated:
+                break
+        assert reward == 1.0
+    # the next episode, on the env's own KB, searches that KB again
+    test_task = env.tasks("test")[0]
+    env.reset(options={"task_id": test_task.id, "split": "test"})
+    env.step(env.expert_action())
+    assert test_task.data["start"] in env.messages[-1]["content"]

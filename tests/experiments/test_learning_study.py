@@ -3,6 +3,7 @@ run reading, report rendering and the simulated-time mapping. No training, excep
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import json
 import math
@@ -117,8 +118,9 @@ def test_build_jobs_grid_budget_and_filters(tmp_path: Path) -> None:
     assert len({j.name for j in jobs}) == len(jobs)
     assert {j.model_tag for j in jobs} == {"org--some-model"}
     budgets = study.check_equal_budget(jobs)
-    c = study.resolve(jobs[0])
-    assert budgets == {"org--some-model": c.steps * c.rollout.batch_size}
+    first = {study.env_short(j.env): study.resolve(j) for j in reversed(jobs)}
+    assert budgets == {f"org--some-model/{e}": c.steps * c.rollout.batch_size for e, c in first.items()}
+    assert len(budgets) == len(cfg["envs"])
     grpo = next(j for j in jobs if j.arm == "grpo")
     g = study.resolve(grpo)
     assert g.algo.name == "grpo" and g.rollout.batch_size % g.algo.group_size == 0
@@ -143,6 +145,30 @@ def test_unequal_budget_is_refused() -> None:
     cfg["arms"] = {"spo": {"algo.name": "spo"}, "grpo": {"algo.name": "grpo", "steps": 7}}
     with pytest.raises(SystemExit, match="unequal"):
         study.check_equal_budget(study.build_jobs(cfg, model="m"))
+
+
+def test_env_models_apply_to_the_default_tiny_only() -> None:
+    from agentrl.models import TINY_MODELS
+
+    cfg = study.load_study_config(STUDY / "config.yaml")
+    cfg["env_models"] = {"agentrl/KBSearch-v0": "tiny-x"}
+    before = dict(TINY_MODELS)
+    TINY_MODELS["tiny-x"] = dataclasses.replace(TINY_MODELS["tiny"], sft_steps=1)
+    try:
+        jobs = study.build_jobs(cfg)
+        assert {j.model for j in jobs if j.env == "agentrl/KBSearch-v0"} == {"tiny-x"}
+        assert {j.model for j in jobs if j.env != "agentrl/KBSearch-v0"} == {"tiny"}
+        assert {j.env for j in jobs} == set(cfg["envs"]) and all(j.main for j in jobs)
+        kb = next(j for j in jobs if j.env == "agentrl/KBSearch-v0")
+        assert kb.model_tag == f"tiny-{TINY_MODELS['tiny-x'].key()}" != study.model_tag("tiny")
+        assert study.resolve(kb).model.name == "tiny-x"
+        # another model (a GPU user's) runs every env
+        assert {j.model for j in study.build_jobs(cfg, model="org/m")} == {"org/m"}
+        smol = [j for j in study.build_jobs(cfg, smollm2=True) if not j.main]
+        assert smol and {j.model for j in smol} == {"smollm2-135m"}
+    finally:
+        TINY_MODELS.clear()
+        TINY_MODELS.update(before)
 
 
 def test_model_tag() -> None:

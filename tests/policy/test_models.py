@@ -4,6 +4,7 @@ real ones and run episodes through them in every bundled env."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -353,3 +354,40 @@ def test_micro_build_records_the_slip_phase(tmp_path: Path) -> None:
     assert model.config.num_hidden_layers == 1
     without = build_tiny(tmp_path / "without", TinyRecipe(**micro, slip_steps=0))
     assert "slips" not in without and without["seconds"]["slips"] == 0.0
+
+
+def test_a_recipe_with_a_base_continues_that_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`tiny-python` style: the base's tokenizer and weights, this recipe's SFT, no drill."""
+    import agentrl.models as models
+
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path))
+    micro = dict(
+        hidden_size=64, intermediate_size=128, num_layers=1, vocab_size=1024, drill_batch=4,
+        sft_batch=4, warmup=1, eval_tasks=2, slip_steps=0,
+    )  # fmt: skip
+    base = TinyRecipe(**micro, drill_steps=2, sft_steps=2, demos=(("calculator", "warmup", 20),))
+    cont = TinyRecipe(
+        **micro, sft_steps=3, base="micro", demos=(("kb_search", "warmup", 8),), balance_envs=True,
+        eval_envs=("kb_search",),
+    )  # fmt: skip
+    monkeypatch.setitem(models.TINY_MODELS, "micro", base)
+    monkeypatch.setitem(models.TINY_MODELS, "micro-kb", cont)
+    path = models.model_path("micro-kb")
+    record = json.loads((path / "build.json").read_text())
+    assert record["name"] == "micro-kb" and record["drill_steps"] == 0
+    assert set(record["test_success"]) == {"kb_search"} and record["calculator_test_success"] is None
+    base_dir = tmp_path / "models" / f"tiny-{base.key()}"
+    assert (base_dir / "config.json").exists()  # the base was built (and cached) first
+    from transformers import AutoTokenizer
+
+    assert (
+        AutoTokenizer.from_pretrained(path).get_vocab() == AutoTokenizer.from_pretrained(base_dir).get_vocab()
+    )
+    # a rebuilt base changes the continuation's key, so a stale continuation is never reused
+    monkeypatch.setitem(models.TINY_MODELS, "micro", dataclasses.replace(base, sft_steps=3))
+    assert cont.key() != record["key"]
+    with pytest.raises(ValueError, match="not one of"):
+        dataclasses.replace(cont, base="nope").key()
+    monkeypatch.setitem(models.TINY_MODELS, "micro", cont)
+    with pytest.raises(ValueError, match="base of its own"):
+        dataclasses.replace(cont, base="micro").key()
