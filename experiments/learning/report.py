@@ -505,11 +505,6 @@ def _ci(
 UNIT = (0.0, 1.0)  # scores and fractions
 
 
-def _nanmean(xs: Sequence[float]) -> float:
-    x = _clean(xs)
-    return float(x.mean()) if x.size else math.nan
-
-
 def _short(env: str) -> str:
     return env.split("/")[-1]
 
@@ -613,22 +608,24 @@ def render_markdown(
     st = res.get("simulated_time")
     L += ["", "### Wall time", ""]
     L.append(
-        "| arm | training samples | offline-init samples | real wall s (total, incl. evals) | real train s | "
+        "| env | arm | training samples | offline-init samples | real wall s (total, incl. evals) | real train s | "
         f"sim. s/batch (k = {st['settings'].get('overprovision') if st else '–'}) | sim. s/batch (k = 1) | sim. offline s |"
     )
-    L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
-    for arm in arms:
-        w = [res["walltime"][f"{e}|{arm}"] for e in envs]
-        s = (st or {}).get("arms", {}).get(arm, {})
-        L.append(
-            f"| {ARM_LABELS.get(arm, arm)} | {max(x['train_samples'] for x in w)} | {max(x['offline_samples'] for x in w)} | "
-            f"{_f(_nanmean([x['real_total_s']['mean'] for x in w]), 0)} | "
-            f"{_f(_nanmean([x['real_train_s']['mean'] for x in w]), 0)} | {_f(s.get('s_per_batch'), 1)} | "
-            f"{_f(s.get('s_per_batch_k1'), 1)} | {_f(s.get('offline_s'), 1)} |"
-        )
+    L.append("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for env in envs:
+        for arm in arms:
+            w = res["walltime"].get(f"{env}|{arm}")
+            if not w or not w["train_samples"]:
+                continue
+            s = (st or {}).get("arms", {}).get(arm, {})
+            L.append(
+                f"| {_short(env)} | {ARM_LABELS.get(arm, arm)} | {w['train_samples']} | {w['offline_samples']} | "
+                f"{_f(w['real_total_s']['mean'], 0)} | {_f(w['real_train_s']['mean'], 0)} | "
+                f"{_f(s.get('s_per_batch'), 1)} | {_f(s.get('s_per_batch_k1'), 1)} | {_f(s.get('offline_s'), 1)} |"
+            )
     if st:
         L.append(
-            f"\nReal times: mean over environments and seeds on this machine. Simulated: preset "
+            f"\nReal times: mean over seeds on this machine. Simulated (per batch, the same for every env): preset "
             f"`{st['settings'].get('preset')}`, {st['settings'].get('seeds')} seeds of the real scheduler on a "
             "virtual clock, each arm's own batch shape; the offline pass is one batch that must finish entirely."
         )
