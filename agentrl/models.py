@@ -702,8 +702,8 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None, name: str = "tin
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
     chat = ChatFormat(tokenizer)
     usable = {k: v for k, v in demos.items() if v and sum(d.reward for d in v) / len(v) >= 0.3}
-    for name in set(demos) - set(usable):  # e.g. no working sandbox here: its demos teach nothing
-        log.warning("tiny SFT skips %s: its expert demonstrations mostly failed", name)
+    for env in set(demos) - set(usable):  # e.g. no working sandbox here: its demos teach nothing
+        log.warning("tiny SFT skips %s: its expert demonstrations mostly failed", env)
     encoded = {k: [encode_demonstration(chat, d) for d in v] for k, v in usable.items()}
     seqs = [s for v in encoded.values() for s in v]
     if base_dir is None:
