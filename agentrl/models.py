@@ -140,6 +140,20 @@ class TinyRecipe:
     base: str = ""
     # SFT batches draw their env uniformly (True) or in proportion to its demonstrations (False).
     balance_envs: bool = False
+    # With n > 0, SFT rows are a demonstration's prefixes that end at one of its first n assistant
+    # turns (the loss on every assistant turn in the prefix), not whole demos: each search call of
+    # a KBSearch demo (a name copied from the question or from a result) then ends as many rows as
+    # its final answer does, instead of being a few tokens among hundreds. 0: whole demos.
+    sft_prefixes: int = 0
+    # Demonstrations (env, split, n) whose token use decides the tokenizer of a continued model:
+    # tokens this recipe's own demos use but these never do are split back into pieces (their BPE
+    # merges dropped, every id unchanged). `tiny`'s tokenizer holds 1,128 KBSearch-v0 entity names
+    # as single tokens (it was trained on KB train demos), and a model that learnt to copy names on
+    # other knowledge bases, where names are several pieces, has never copied one of those.
+    split_unseen_tokens: tuple[tuple[str, str, int], ...] = ()
+    # Like `drill_target` for SFT: with > 0 the lr stays constant and SFT stops once its loss (mean of
+    # 20 steps) is below it, `sft_steps` being the cap; with 0 a cosine schedule runs all steps.
+    sft_target: float = 0.0
     seed: int = 0
     eval_tasks: int = 100
     # Envs whose held-out success the build record reports (sampled at T = 1, and greedy).
@@ -153,6 +167,8 @@ class TinyRecipe:
             raise ValueError(f"slip_rate must be in [0, 1], got {self.slip_rate}")
         if self.slip_steps < 0:
             raise ValueError(f"slip_steps must be >= 0, got {self.slip_steps}")
+        if self.sft_prefixes < 0:
+            raise ValueError(f"sft_prefixes must be >= 0, got {self.sft_prefixes}")
 
     def key(self) -> str:
         # Fields added after a recipe was published enter the key only when set, so caches built
@@ -177,12 +193,16 @@ _LATE_FIELDS: dict[str, Any] = {
     "base": "",
     "balance_envs": False,
     "eval_envs": ("calculator",),
+    "sft_prefixes": 0,
+    "split_unseen_tokens": (),
+    "sft_target": 0.0,
 }
 DRILL_KINDS = ("call", "chain", "mixed")
 
 # The embedded tiny models by name (each built on first use and cached under its recipe's key).
 # `tiny` is warm-started for Calculator-v0 (and scores 0 on the other two envs); `tiny-python`
-# continues it on PythonMath-v0 demonstrations (Calculator ones mixed in, so it keeps that skill).
+# continues it on PythonMath-v0 demonstrations (Calculator ones mixed in, so it keeps that skill);
+# `tiny-search` on KBSearch-v0, in three stages (a recipe may continue one that continues another).
 TINY_MODELS: dict[str, TinyRecipe] = {
     "tiny": TinyRecipe(),
     "tiny-python": TinyRecipe(
@@ -194,19 +214,62 @@ TINY_MODELS: dict[str, TinyRecipe] = {
         eval_envs=("calculator", "python_math"),
         eval_tasks=40,
     ),
+    # KBSearch-v0, in stages (each continues the one before; see experiments/tiny-model/README.md):
+    # `tiny` plus whole KB demos about 40 other knowledge bases, Calculator ones mixed in ...
+    "tiny-kb-warm": TinyRecipe(
+        base="tiny",
+        demos=(("calculator", "warmup", 2000), ("kb_search", "warmup", 4000)),
+        balance_envs=True,
+        sft_steps=800,
+        slip_steps=0,
+        eval_envs=("calculator", "kb_search"),
+        eval_tasks=40,
+    ),
+    # ... then demo prefixes that end at the first or second search call, so most supervised tokens
+    # are a name copied from the question or a result, until copying forms (loss below 0.1).
+    "tiny-kb-names": TinyRecipe(
+        base="tiny-kb-warm",
+        demos=(("kb_search", "warmup", 4000),),
+        sft_prefixes=2,
+        sft_batch=64,
+        sft_steps=1200,
+        sft_target=0.1,
+        warmup=10,
+        slip_steps=0,
+        eval_envs=("kb_search",),
+        eval_tasks=40,
+    ),
+    # ... then whole-episode prefixes (every search call and the answer), a third of them from
+    # KBSearch-v0's own train split, with the evaluation KB's entity names split into the pieces
+    # the other knowledge bases use (`split_unseen_tokens`).
+    "tiny-search": TinyRecipe(
+        base="tiny-kb-names",
+        demos=(("kb_search", "warmup", 2000), ("kb_search", "train", 1000)),
+        split_unseen_tokens=(("kb_search", "warmup", 4000),),
+        sft_prefixes=8,
+        sft_batch=64,
+        sft_steps=400,
+        warmup=10,
+        slip_steps=0,
+        eval_envs=("kb_search",),
+        eval_tasks=40,
+    ),
 }
 EMBEDDED_MODELS = (*TINY_MODELS, "smollm2-135m")
 
 
 def _base_recipe(name: str) -> TinyRecipe:
-    base = TINY_MODELS.get(name)
-    if base is None:
-        raise ValueError(f"tiny recipe base {name!r} is not one of {list(TINY_MODELS)}")
-    if base.base:
-        raise ValueError(
-            f"tiny recipe base {name!r} has a base of its own; continue from a built-from-scratch one"
-        )
-    return base
+    """The recipe `name` continues from; a base may have a base of its own, but the chain must end."""
+    chain = [name]
+    while True:
+        recipe = TINY_MODELS.get(chain[-1])
+        if recipe is None:
+            raise ValueError(f"tiny recipe base {chain[-1]!r} is not one of {list(TINY_MODELS)}")
+        if not recipe.base:
+            return TINY_MODELS[name]
+        if recipe.base in chain:
+            raise ValueError(f"tiny recipe bases loop: {' -> '.join([*chain, recipe.base])}")
+        chain.append(recipe.base)
 
 
 # ---- demonstrations -----------------------------------------------------------------------------
@@ -222,6 +285,12 @@ class Demonstration:
 def _env_class(name: str) -> type:
     module, _, cls = DEMO_ENVS[name].partition(":")
     return getattr(importlib.import_module(module), cls)
+
+
+def _prefixes(demo: Demonstration) -> list[Demonstration]:
+    """The demonstration cut after each of its assistant turns (the last cut is the whole demo)."""
+    ends = [i for i, m in enumerate(demo.messages) if m["role"] == "assistant"]
+    return [Demonstration(demo.messages[: e + 1], demo.tools, demo.reward) for e in ends]
 
 
 def _corrupt_digit(text: str, rng: random.Random) -> str:
@@ -308,10 +377,11 @@ def collect_demonstrations(
         raise ValueError(f"noise kind {kind!r} is not one of {sorted(SLIPS)}")
 
     async def run() -> dict[str, list[Demonstration]]:
-        result = {}
-        for name, split, n in spec:
+        result: dict[str, list[Demonstration]] = {}
+        for name, split, n in spec:  # two splits of one env pool their demonstrations
             try:
-                result[name] = await _collect(name, split, n, noise, seed, concurrency, kind)
+                demos = await _collect(name, split, n, noise, seed, concurrency, kind)
+                result.setdefault(name, []).extend(demos)
             except ImportError as e:
                 log.warning("skipping demonstrations of %s: %s", name, e)
         return result
@@ -368,6 +438,52 @@ def train_tokenizer(texts: Sequence[str], vocab_size: int = 4096) -> Any:
 def _demo_texts(demo: Demonstration) -> list[str]:
     """What the tokenizer trains on: the template's tool preamble and every message of a demo."""
     return [tools_preamble(demo.tools), ROLE_TEXT, *(m["content"] for m in demo.messages)]
+
+
+def split_unseen_tokens(
+    tokenizer: Any, texts: Sequence[str], reference: Sequence[str]
+) -> tuple[Any, list[str]]:
+    """`tokenizer` less the merges that form tokens `texts` use and `reference` never does.
+
+    Ids stay as they are, so a model's embeddings still fit; a dropped token is just never produced
+    again. Repeats until no such token is left (a split token may leave another unseen one), and
+    returns the new tokenizer with the dropped tokens.
+    """
+    import tempfile
+
+    from transformers import AutoTokenizer
+
+    dropped: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tokenizer.save_pretrained(tmp)
+        path = Path(tmp) / "tokenizer.json"
+        for _ in range(20):
+            current = AutoTokenizer.from_pretrained(tmp)
+            state = json.loads(path.read_text())
+            merges = state["model"]["merges"]
+            pairs = [m.split(" ") if isinstance(m, str) else m for m in merges]
+            formed = ["".join(p) for p in pairs]
+            parts = dict(zip(formed, pairs, strict=True))
+
+            def tokens(batch: Sequence[str], tok: Any = current) -> set[str]:
+                ids = {i for row in tok(list(batch), add_special_tokens=False).input_ids for i in row}
+                return set(tok.convert_ids_to_tokens(sorted(ids)))
+
+            # what the reference uses, with every token its merges build on, so its tokens stay whole
+            seen, stack = set(), list(tokens(reference))
+            while stack:
+                token = stack.pop()
+                if token not in seen:
+                    seen.add(token)
+                    stack += parts.get(token, [])
+            unseen = tokens(texts) - seen - set(current.all_special_tokens)
+            split = sorted(unseen.intersection(formed))
+            if not split:  # what is left are bytes, which no merge forms
+                return current, dropped
+            dropped += split
+            state["model"]["merges"] = [m for m, t in zip(merges, formed, strict=True) if t not in split]
+            path.write_text(json.dumps(state, ensure_ascii=False))
+    raise RuntimeError("splitting unseen tokens did not settle in 20 rounds")
 
 
 def tiny_config(recipe: TinyRecipe, tokenizer: Any) -> Any:
@@ -700,11 +816,24 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None, name: str = "tin
         tokenizer = train_tokenizer(texts, recipe.vocab_size)
     else:
         tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    split_tokens: list[str] = []
+    if recipe.split_unseen_tokens:
+        reference = collect_demonstrations(recipe.split_unseen_tokens, seed=recipe.seed)
+        tokenizer, split_tokens = split_unseen_tokens(
+            tokenizer,
+            [text for ds in demos.values() for d in ds for text in _demo_texts(d)],
+            [text for ds in reference.values() for d in ds for text in _demo_texts(d)],
+        )
+        log.info("tiny tokenizer: split %d tokens the reference demos never use", len(split_tokens))
     chat = ChatFormat(tokenizer)
     usable = {k: v for k, v in demos.items() if v and sum(d.reward for d in v) / len(v) >= 0.3}
     for env in set(demos) - set(usable):  # e.g. no working sandbox here: its demos teach nothing
         log.warning("tiny SFT skips %s: its expert demonstrations mostly failed", env)
-    encoded = {k: [encode_demonstration(chat, d) for d in v] for k, v in usable.items()}
+    rows = {
+        k: [p for d in v for p in _prefixes(d)[: recipe.sft_prefixes]] if recipe.sft_prefixes else v
+        for k, v in usable.items()
+    }
+    encoded = {k: [encode_demonstration(chat, d) for d in v] for k, v in rows.items()}
     seqs = [s for v in encoded.values() for s in v]
     if base_dir is None:
         config = tiny_config(recipe, tokenizer)
@@ -752,7 +881,14 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None, name: str = "tin
         return rng.choices(pool, k=recipe.sft_batch)
 
     losses = _fit(
-        model, tokenizer.pad_token_id, demos_batch, recipe.sft_steps, recipe.lr, recipe.warmup, "SFT"
+        model,
+        tokenizer.pad_token_id,
+        demos_batch,
+        recipe.sft_steps,
+        recipe.lr,
+        recipe.warmup,
+        "SFT",
+        stop_below=recipe.sft_target,
     )
     t_sft = time.monotonic() - t1
     t2 = time.monotonic()
@@ -779,6 +915,8 @@ def build_tiny(out_dir: Path, recipe: TinyRecipe | None = None, name: str = "tin
         "tokens_per_demo": sum(len(s) for s, _ in seqs) / max(1, len(seqs)),
         "drill_steps": len(drill_losses),
         "drill_final_loss": _tail_mean(drill_losses),
+        "sft_steps": len(losses),
+        "split_tokens": len(split_tokens),
         "final_loss": _tail_mean(losses),
         "calculator_test_success": success,
         "calculator_test_success_greedy": greedy,

@@ -171,6 +171,15 @@ def test_env_models_apply_to_the_default_tiny_only() -> None:
         TINY_MODELS.update(before)
 
 
+def test_shipped_env_models_are_embedded_tiny_models() -> None:
+    from agentrl.models import TINY_MODELS
+
+    cfg = study.load_study_config(STUDY / "config.yaml")
+    assert set(cfg["env_models"]) <= set(cfg["envs"])
+    for name in cfg["env_models"].values():
+        assert name in TINY_MODELS and len(TINY_MODELS[name].key()) == 12  # its base chain resolves
+
+
 def test_model_tag() -> None:
     from agentrl.models import TinyRecipe
 

@@ -99,6 +99,11 @@ def test_noisy_demonstrations_are_seeded_and_fail_about_as_often_as_they_slip() 
         collect_demonstrations(spec, noise=0.3, kind="typo")
 
 
+def test_two_splits_of_one_env_pool_their_demonstrations() -> None:
+    demos = collect_demonstrations((("calculator", "warmup", 3), ("calculator", "train", 2)))["calculator"]
+    assert len(demos) == 5 and len({d.messages[1]["content"] for d in demos}) == 5
+
+
 def test_demonstration_encoding_masks_assistant_turns(tokenizer: Any) -> None:
     call = '<tool_call>{"name": "calculator", "arguments": {"expression": "3 + 5"}}</tool_call>'
     msgs = [
@@ -356,6 +361,47 @@ def test_micro_build_records_the_slip_phase(tmp_path: Path) -> None:
     assert "slips" not in without and without["seconds"]["slips"] == 0.0
 
 
+def test_split_unseen_tokens_breaks_names_the_reference_never_uses() -> None:
+    from agentrl.models import split_unseen_tokens, train_tokenizer
+
+    corpus = ["founder of Krekrork Bribrork works at Medrein Labs."] * 50
+    corpus += ["founder of Dabram Stoubeikend works at Teb Labs."] * 50
+    tok = train_tokenizer(corpus, vocab_size=400)
+    name = tok(" Krekrork", add_special_tokens=False).input_ids
+    assert len(name) == 1  # one token, as `tiny` holds KBSearch names
+    reference = ["founder of Dabram Stoubeikend works at Teb Labs.", "Kre krork Bri brork Krek"]
+    new, dropped = split_unseen_tokens(tok, corpus[:1], reference)
+    assert "ĠKrekrork" in dropped and "ĠStoubeikend" not in dropped and len(new) == len(tok)
+    pieces = new(" Krekrork", add_special_tokens=False).input_ids
+    assert len(pieces) > 1 and new.decode(pieces) == " Krekrork"
+    assert set(pieces) <= {i for t in reference for i in new(t, add_special_tokens=False).input_ids}
+    for text in reference:  # the reference tokenises as before, whole words and all
+        assert new(text).input_ids == tok(text).input_ids
+    assert new.convert_tokens_to_ids("ĠKrekrork") == name[0]  # ids unchanged, the token just unused
+
+
+def test_sft_prefixes_cut_a_demo_after_each_assistant_turn() -> None:
+    from agentrl.models import Demonstration, _prefixes
+
+    msgs = [
+        {"role": "system", "content": "s"},
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "call 1"},
+        {"role": "tool", "content": "result 1"},
+        {"role": "assistant", "content": "call 2"},
+        {"role": "tool", "content": "result 2"},
+        {"role": "assistant", "content": "answer"},
+    ]
+    cuts = _prefixes(Demonstration(msgs, [], 1.0))
+    assert [c.messages[-1]["content"] for c in cuts] == ["call 1", "call 2", "answer"]
+    assert cuts[-1].messages == msgs and all(c.reward == 1.0 for c in cuts)
+    # the keys of recipes published before these fields existed do not move
+    assert TinyRecipe().key() == "0df3b676771f"
+    assert TinyRecipe(sft_prefixes=8).key() != TinyRecipe().key()
+    with pytest.raises(ValueError, match="sft_prefixes"):
+        TinyRecipe(sft_prefixes=-1)
+
+
 def test_a_recipe_with_a_base_continues_that_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """`tiny-python` style: the base's tokenizer and weights, this recipe's SFT, no drill."""
     import agentrl.models as models
@@ -366,15 +412,16 @@ def test_a_recipe_with_a_base_continues_that_model(monkeypatch: pytest.MonkeyPat
         sft_batch=4, warmup=1, eval_tasks=2, slip_steps=0,
     )  # fmt: skip
     base = TinyRecipe(**micro, drill_steps=2, sft_steps=2, demos=(("calculator", "warmup", 20),))
+    # with sft_target far above any loss, SFT stops after its first 20-step window (not the 25 cap)
     cont = TinyRecipe(
-        **micro, sft_steps=3, base="micro", demos=(("kb_search", "warmup", 8),), balance_envs=True,
-        eval_envs=("kb_search",),
+        **micro, sft_steps=25, base="micro", demos=(("kb_search", "warmup", 8),), balance_envs=True,
+        eval_envs=("kb_search",), sft_prefixes=8, sft_target=100.0,
     )  # fmt: skip
     monkeypatch.setitem(models.TINY_MODELS, "micro", base)
     monkeypatch.setitem(models.TINY_MODELS, "micro-kb", cont)
     path = models.model_path("micro-kb")
     record = json.loads((path / "build.json").read_text())
-    assert record["name"] == "micro-kb" and record["drill_steps"] == 0
+    assert record["name"] == "micro-kb" and record["drill_steps"] == 0 and record["sft_steps"] == 20
     assert set(record["test_success"]) == {"kb_search"} and record["calculator_test_success"] is None
     base_dir = tmp_path / "models" / f"tiny-{base.key()}"
     assert (base_dir / "config.json").exists()  # the base was built (and cached) first
@@ -388,6 +435,12 @@ def test_a_recipe_with_a_base_continues_that_model(monkeypatch: pytest.MonkeyPat
     assert cont.key() != record["key"]
     with pytest.raises(ValueError, match="not one of"):
         dataclasses.replace(cont, base="nope").key()
-    monkeypatch.setitem(models.TINY_MODELS, "micro", cont)
-    with pytest.raises(ValueError, match="base of its own"):
+    # a base may continue another one (its key follows the whole chain), but the chain must end
+    monkeypatch.setitem(models.TINY_MODELS, "micro-kb2", dataclasses.replace(cont, base="micro-kb"))
+    chained = dataclasses.replace(cont, base="micro-kb2")
+    key = chained.key()
+    monkeypatch.setitem(models.TINY_MODELS, "micro", base)
+    assert chained.key() != key
+    monkeypatch.setitem(models.TINY_MODELS, "micro", cont)  # micro -> micro -> ...
+    with pytest.raises(ValueError, match="bases loop"):
         dataclasses.replace(cont, base="micro").key()
