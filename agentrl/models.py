@@ -147,9 +147,10 @@ class TinyRecipe:
     sft_prefixes: int = 0
     # Demonstrations (env, split, n) whose token use decides the tokenizer of a continued model:
     # tokens this recipe's own demos use but these never do are split back into pieces (their BPE
-    # merges dropped, every id unchanged). `tiny`'s tokenizer holds 1,128 KBSearch-v0 entity names
-    # as single tokens (it was trained on KB train demos), and a model that learnt to copy names on
-    # other knowledge bases, where names are several pieces, has never copied one of those.
+    # merges dropped, every id unchanged). `tiny`'s tokenizer holds KBSearch-v0's entity names as
+    # single tokens (it was trained on KB train demos; 1,128 tokens occur in that KB's text and in
+    # no other KB's), and a model that learnt to copy names on other knowledge bases, where names
+    # are several pieces, has never copied one of those.
     split_unseen_tokens: tuple[tuple[str, str, int], ...] = ()
     # Like `drill_target` for SFT: with > 0 the lr stays constant and SFT stops once its loss (mean of
     # 20 steps) is below it, `sft_steps` being the cap; with 0 a cosine schedule runs all steps.
