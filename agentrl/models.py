@@ -454,36 +454,40 @@ def split_unseen_tokens(
 
     from transformers import AutoTokenizer
 
+    def tokens(tok: Any, batch: Sequence[str]) -> set[str]:
+        ids = {i for row in tok(list(batch), add_special_tokens=False).input_ids for i in row}
+        return set(tok.convert_ids_to_tokens(sorted(ids)))
+
+    def pairs(state: dict[str, Any]) -> list[list[str]]:  # tokenizers writes "a b" or ["a", "b"]
+        return [m.split(" ") if isinstance(m, str) else list(m) for m in state["model"]["merges"]]
+
     dropped: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         tokenizer.save_pretrained(tmp)
         path = Path(tmp) / "tokenizer.json"
+        state = json.loads(path.read_text())
+        parts = {"".join(p): p for p in pairs(state)}
+        # What the reference uses, with every token its merges build on. None of those merges is
+        # ever dropped, so the reference tokenises the same throughout and this is computed once.
+        seen: set[str] = set()
+        stack = list(tokens(tokenizer, reference))
+        while stack:
+            token = stack.pop()
+            if token not in seen:
+                seen.add(token)
+                stack += parts.get(token, [])
+        current = tokenizer
         for _ in range(20):
-            current = AutoTokenizer.from_pretrained(tmp)
-            state = json.loads(path.read_text())
-            merges = state["model"]["merges"]
-            pairs = [m.split(" ") if isinstance(m, str) else m for m in merges]
-            formed = ["".join(p) for p in pairs]
-            parts = dict(zip(formed, pairs, strict=True))
-
-            def tokens(batch: Sequence[str], tok: Any = current) -> set[str]:
-                ids = {i for row in tok(list(batch), add_special_tokens=False).input_ids for i in row}
-                return set(tok.convert_ids_to_tokens(sorted(ids)))
-
-            # what the reference uses, with every token its merges build on, so its tokens stay whole
-            seen, stack = set(), list(tokens(reference))
-            while stack:
-                token = stack.pop()
-                if token not in seen:
-                    seen.add(token)
-                    stack += parts.get(token, [])
-            unseen = tokens(texts) - seen - set(current.all_special_tokens)
-            split = sorted(unseen.intersection(formed))
+            formed = ["".join(p) for p in pairs(state)]
+            split = (tokens(current, texts) - seen - set(current.all_special_tokens)).intersection(formed)
             if not split:  # what is left are bytes, which no merge forms
                 return current, dropped
-            dropped += split
-            state["model"]["merges"] = [m for m, t in zip(merges, formed, strict=True) if t not in split]
+            dropped += sorted(split)
+            state["model"]["merges"] = [
+                m for m, t in zip(state["model"]["merges"], formed, strict=True) if t not in split
+            ]
             path.write_text(json.dumps(state, ensure_ascii=False))
+            current = AutoTokenizer.from_pretrained(tmp)
     raise RuntimeError("splitting unseen tokens did not settle in 20 rounds")
 
 
