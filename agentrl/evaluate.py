@@ -152,7 +152,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     src.add_argument(
         "--model",
         default=None,
-        help="tiny | tiny-python | tiny-search | smollm2-135m | a local path or HF id (default: tiny)",
+        help="tiny | tiny-random-init | tiny-python | tiny-search | smollm2-135m | a local path or HF id (default: tiny)",
     )
     p.add_argument("--env", default="agentrl/Calculator-v0", help="a registered gymnasium id")
     p.add_argument("--tasks", type=int, default=100, help="first N test tasks")

@@ -13,7 +13,8 @@ from typing import Any, Literal
 
 @dataclass
 class ModelConfig:
-    name: str = "tiny"  # tiny | tiny-python | tiny-search | smollm2-135m | <hf id or local path>
+    # tiny | tiny-random-init | tiny-python | tiny-search | smollm2-135m | <hf id or local path>
+    name: str = "tiny"
     backend: Literal["hf", "openai", "vllm"] = "hf"
     endpoints: list[str] = field(default_factory=list)  # openai backend: base URLs of vLLM servers
     device: str = "auto"  # auto | cpu | cuda | cuda:N

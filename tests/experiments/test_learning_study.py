@@ -181,9 +181,11 @@ def test_shipped_env_models_are_embedded_tiny_models() -> None:
 
 
 def test_model_tag() -> None:
-    from agentrl.models import TinyRecipe
+    from agentrl.models import TINY_MODELS
 
-    assert study.model_tag("tiny") == f"tiny-{TinyRecipe().key()}"
+    assert study.model_tag("tiny") == f"tiny-{TINY_MODELS['tiny'].key()}"
+    # the study's published Calculator runs were made on the recipe `tiny` was then
+    assert study.model_tag("tiny-random-init") == "tiny-0df3b676771f"
     assert study.model_tag("HuggingFaceTB/SmolLM2-135M") == "HuggingFaceTB--SmolLM2-135M"
     assert study.model_tag("/tmp/x/micro model") == "micro_model"
 

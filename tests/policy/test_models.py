@@ -28,6 +28,7 @@ from agentrl.models import (
     load_model,
     model_path,
     tiny_config,
+    wire_induction,
 )
 from agentrl.prefix import shares_prefix
 from tests.policy.conftest import CALC_SCHEMA, SYSTEM
@@ -187,6 +188,63 @@ def test_slip_phase_trains_on_calculator_demos_with_wrong_operators(
     assert len(losses) == 3 and all(0 < x < 20 for x in losses)
     # only the Calculator demos, with operator slips at the recipe's rate and a seed of their own
     assert seen == [((("calculator", "warmup", 30),), dict(noise=0.25, seed=1, kind="operator"))]
+    # `slip_demos` sets how many, `slip_batch` the rows a step, without touching the SFT's
+    rows: list[int] = []
+    monkeypatch.setattr(models, "_fit", lambda m, pad, batch, *a, **kw: rows.append(len(batch(0))))
+    _slip_phase(model, ChatFormat(tokenizer), recipe)
+    _slip_phase(model, ChatFormat(tokenizer), dataclasses.replace(recipe, slip_demos=12, slip_batch=5))
+    assert seen[-1][0] == (("calculator", "warmup", 12),) and rows == [recipe.sft_batch, 5]
+
+
+def _wired(tokenizer: Any, wire: bool, **shape: Any) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    config = tiny_config(TinyRecipe(**shape), tokenizer)
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32, attn_implementation="eager")
+    if wire:
+        wire_induction(model)
+    return model.eval()
+
+
+def test_induction_init_copies_a_repeated_sequence_before_any_training(tokenizer: Any) -> None:
+    """`init="induction"`: before any training, layer 0 attends one token back, layer 1 attends to the
+    token after the current token's earlier occurrence, and the model's first guess is often that
+    token, which a random init never guesses."""
+    import torch
+
+    copied: dict[bool, list[float]] = {True: [], False: []}
+    for seed in range(3):
+        g = torch.Generator().manual_seed(seed)
+        first = torch.randperm(len(tokenizer) - 10, generator=g)[:40] + 5
+        ids = torch.cat([first, first]).unsqueeze(0)
+        for wire in (True, False):
+            with torch.no_grad():
+                out = _wired(tokenizer, wire)(ids, output_attentions=True)
+            guess = out.logits[0, 40:-1].argmax(-1)
+            copied[wire].append((guess == first[1:]).float().mean().item())
+            if wire:
+                prev = out.attentions[0][0, 0].argmax(-1)  # layer 0, head 0
+                assert (prev[1:] == torch.arange(len(prev) - 1)).all()
+                induction = out.attentions[1][0, 0, 40:-1].argmax(-1)  # layer 1, head 0
+                assert (induction == torch.arange(1, 40)).float().mean() >= 0.9
+    assert min(copied[True]) >= 0.4 and max(copied[False]) <= 0.1, copied
+
+
+def test_induction_init_rejects_shapes_it_cannot_wire(tokenizer: Any) -> None:
+    with pytest.raises(ValueError, match="at least 2 layers"):
+        _wired(tokenizer, True, num_layers=1)
+    with pytest.raises(ValueError, match="head_dim >= hidden_size / 2"):
+        _wired(tokenizer, True, hidden_size=256, head_dim=64)
+    with pytest.raises(ValueError, match="init 'kaiming' is not one of"):
+        TinyRecipe(init="kaiming")
+    with pytest.raises(ValueError, match="slip_demos and slip_batch must be >= 0"):
+        TinyRecipe(slip_demos=-1)
+    # fields at their defaults leave the key of every recipe published before them unchanged
+    old = TinyRecipe(hidden_size=96)
+    assert dataclasses.replace(old, init="random", slip_demos=0).key() == old.key()
+    assert TinyRecipe(init="induction").key() != TinyRecipe().key()
 
 
 def test_prefix_shared_loss_matches_the_full_forward(tokenizer: Any) -> None:
@@ -359,6 +417,11 @@ def test_micro_build_records_the_slip_phase(tmp_path: Path) -> None:
     assert model.config.num_hidden_layers == 1
     without = build_tiny(tmp_path / "without", TinyRecipe(**micro, slip_steps=0))
     assert "slips" not in without and without["seconds"]["slips"] == 0.0
+    # the induction init, and no evaluation before the slip phase
+    recipe = TinyRecipe(**{**micro, "num_layers": 2}, init="induction", slip_steps=2, eval_before_slips=False)
+    wired = build_tiny(tmp_path / "wired", recipe)
+    assert set(wired["slips"]) == {"final_loss"}
+    assert set(wired["test_success"]["calculator"]) == {"sampled", "greedy"}
 
 
 def test_split_unseen_tokens_breaks_names_the_reference_never_uses() -> None:
