@@ -11,10 +11,11 @@ import pytest
 import torch
 
 from agentrl.checkpoint import latest_checkpoint, load_state
+from agentrl.cli.train import config_from_args
 from agentrl.config import ConfigError, load_config
 from agentrl.runlog import read_metrics
 from agentrl.train_config import TrainConfig
-from agentrl.trainer import Trainer, config_from_args
+from agentrl.trainer import Trainer
 
 
 def make_micro_model(out: Path) -> Path:
@@ -212,7 +213,7 @@ def test_grpo_groups_and_degenerate_fraction(
 def test_cli_config_errors_are_one_line(tmp_path: Path) -> None:
     import argparse
 
-    from agentrl.trainer import add_arguments
+    from agentrl.cli.train import add_arguments
 
     p = argparse.ArgumentParser()
     add_arguments(p)

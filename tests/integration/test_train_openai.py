@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
+from agentrl.cli.train import add_arguments, config_from_args
 from agentrl.policy.hf import rescore
 from agentrl.runlog import read_metrics
-from agentrl.trainer import Trainer, add_arguments, config_from_args
+from agentrl.trainer import Trainer
 from agentrl.types import SamplingParams
 from tests.integration.conftest import VLLMServer
 

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import sys
 
 # subcommand -> (module, help). Each module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("agentrl.trainer", "train a tool-using agent with SPO, GRPO or no-baseline PPO"),
-    "eval": ("agentrl.evaluate", "held-out avg@k, pass@k and maj@k of a checkpoint or model"),
-    "envs": ("agentrl.envs_cli", "list the registered environments with their tools and task counts"),
-    "simulate": ("agentrl.simulate", "run the rollout scheduler on simulated episodes in virtual time"),
+    "train": ("agentrl.cli.train", "train a tool-using agent with SPO, GRPO or no-baseline PPO"),
+    "eval": ("agentrl.cli.eval", "held-out avg@k, pass@k and maj@k of a checkpoint or model"),
+    "envs": ("agentrl.cli.envs", "list the registered environments with their tools and task counts"),
+    "simulate": ("agentrl.cli.simulate", "run the rollout scheduler on simulated episodes in virtual time"),
 }
 
 
@@ -27,7 +26,3 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     return int(importlib.import_module(args._module).run(args) or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

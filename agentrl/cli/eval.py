@@ -1,0 +1,91 @@
+"""`agentrl eval`: held-out avg@k, pass@k and maj@k of a checkpoint, a run or a model."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from pathlib import Path
+
+from agentrl.evaluate import EvalResult, evaluate
+
+# ---- `agentrl eval` ---------------------------------------------------------------------------
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--checkpoint", help="a checkpoint directory (runs/NAME/checkpoints/step_N) or a run directory"
+    )
+    src.add_argument(
+        "--model",
+        default=None,
+        help="tiny | tiny-random-init | tiny-python | tiny-search | smollm2-135m | a local path or HF id (default: tiny)",
+    )
+    p.add_argument("--env", default="agentrl/Calculator-v0", help="a registered gymnasium id")
+    p.add_argument("--tasks", type=int, default=100, help="first N test tasks")
+    p.add_argument("--k", type=int, default=1, help="samples per task")
+    p.add_argument("--ks", default=None, help="comma-separated k' <= k for pass@k' and maj@k' (default: 1,k)")
+    p.add_argument("--temperature", type=float, default=None, help="default: 0 (greedy) if k == 1, else 0.6")
+    p.add_argument("--top-p", type=float, default=None, help="default: 1.0 if k == 1, else 0.95")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", dest="json_out", default=None, help="write the result as JSON to this file")
+
+
+def resolve_checkpoint(path: str) -> Path:
+    from agentrl.checkpoint import latest_checkpoint
+
+    p = Path(path)
+    if (p / "checkpoints").is_dir():
+        p = p / "checkpoints"
+    if (p / "latest").is_file():
+        found = latest_checkpoint(p)
+        assert found is not None
+        return found
+    if not (p / "config.json").is_file():
+        raise SystemExit(f"agentrl eval: {path} is not a checkpoint directory (no config.json)")
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    import agentrl.envs  # noqa: F401  (registers the bundled envs)
+    from agentrl.models import load_model
+    from agentrl.policy.hf import HFPolicy
+
+    if args.k < 1 or args.tasks < 1:
+        raise SystemExit("agentrl eval: --k and --tasks must be >= 1")
+    source = str(resolve_checkpoint(args.checkpoint)) if args.checkpoint else (args.model or "tiny")
+    temperature = args.temperature if args.temperature is not None else (0.0 if args.k == 1 else 0.6)
+    top_p = args.top_p if args.top_p is not None else (1.0 if args.k == 1 else 0.95)
+    ks = [int(x) for x in args.ks.split(",")] if args.ks else None
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tok = load_model(source, device=device)
+
+    async def go() -> EvalResult:
+        policy = HFPolicy(model, tok, seed=args.seed, max_batch_size=64)
+        try:
+            return await evaluate(
+                policy,
+                tok,
+                args.env,
+                tasks=args.tasks,
+                k=args.k,
+                ks=ks,
+                temperature=temperature,
+                top_p=top_p,
+                max_new_tokens=args.max_new_tokens,
+                seed=args.seed,
+            )
+        finally:
+            await policy.aclose()
+
+    result = asyncio.run(go())
+    print(f"model: {source}")
+    print(result.table())
+    if args.json_out:
+        Path(args.json_out).write_text(json.dumps({"model": source, **result.as_dict()}, indent=2))
+        print(f"wrote {args.json_out}")
+    return 0
