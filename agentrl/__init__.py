@@ -33,13 +33,10 @@ _LAZY: dict[str, str] = {
     "maj_at_k": "agentrl.algo.metrics",
     # learner
     "Learner": "agentrl.learner",
-    "LossConfig": "agentrl.learner",
-    "OptimizerConfig": "agentrl.learner",
     "UpdateStats": "agentrl.learner",
     "compute_logprobs": "agentrl.learner",
     # rollouts
     "RolloutScheduler": "agentrl.rollout.scheduler",
-    "SchedulerConfig": "agentrl.rollout.scheduler",
     "Batch": "agentrl.rollout.scheduler",
     "run_virtual": "agentrl.rollout.clock",
     "VirtualTimeLoop": "agentrl.rollout.clock",
@@ -58,8 +55,23 @@ _LAZY: dict[str, str] = {
     "Task": "agentrl.envs.base",
     "LatencyWrapper": "agentrl.envs.wrappers",
     "LatencyProfile": "agentrl.envs.latency",
-    # training
+    # configuration: one vocabulary for the trainer, learner, scheduler and evaluation
     "TrainConfig": "agentrl.train_config",
+    "ModelConfig": "agentrl.train_config",
+    "EnvConfig": "agentrl.train_config",
+    "AlgoConfig": "agentrl.train_config",
+    "RolloutConfig": "agentrl.train_config",
+    "SchedulerConfig": "agentrl.train_config",
+    "OptimConfig": "agentrl.train_config",
+    "LossConfig": "agentrl.train_config",
+    "EvalConfig": "agentrl.train_config",
+    "LogConfig": "agentrl.train_config",
+    # algorithms
+    "Algorithm": "agentrl.algorithms",
+    "register_algorithm": "agentrl.algorithms",
+    "get_algorithm": "agentrl.algorithms",
+    "ALGORITHMS": "agentrl.algorithms",
+    # training
     "Trainer": "agentrl.trainer",
     "evaluate": "agentrl.evaluate",
     "load_config": "agentrl.config",
@@ -92,12 +104,13 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
     from agentrl.algo.metrics import avg_at_k, maj_at_k, pass_at_k  # noqa: F401
     from agentrl.algo.sampler import PrioritizedSampler, UniformSampler  # noqa: F401
     from agentrl.algo.value_tracker import ValueTracker  # noqa: F401
+    from agentrl.algorithms import ALGORITHMS, Algorithm, get_algorithm, register_algorithm  # noqa: F401
     from agentrl.config import load_config  # noqa: F401
     from agentrl.envs.base import Task, ToolEnv  # noqa: F401
     from agentrl.envs.latency import LatencyProfile  # noqa: F401
     from agentrl.envs.wrappers import LatencyWrapper  # noqa: F401
     from agentrl.evaluate import evaluate  # noqa: F401
-    from agentrl.learner import Learner, LossConfig, OptimizerConfig, UpdateStats, compute_logprobs  # noqa: F401
+    from agentrl.learner import Learner, UpdateStats, compute_logprobs  # noqa: F401
     from agentrl.models import load_model  # noqa: F401
     from agentrl.policy.base import Policy  # noqa: F401
     from agentrl.policy.hf import HFPolicy  # noqa: F401
@@ -105,9 +118,20 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
     from agentrl.policy.simulated import SimulatedPolicy  # noqa: F401
     from agentrl.rollout.clock import VirtualTimeLoop, run_virtual  # noqa: F401
     from agentrl.rollout.episode import EpisodeRunner, run_episode  # noqa: F401
-    from agentrl.rollout.scheduler import Batch, RolloutScheduler, SchedulerConfig  # noqa: F401
+    from agentrl.rollout.scheduler import Batch, RolloutScheduler  # noqa: F401
     from agentrl.rollout.simulated import EpisodeProfile, SimulatedRunner  # noqa: F401
-    from agentrl.train_config import TrainConfig  # noqa: F401
+    from agentrl.train_config import (  # noqa: F401
+        AlgoConfig,
+        EnvConfig,
+        EvalConfig,
+        LogConfig,
+        LossConfig,
+        ModelConfig,
+        OptimConfig,
+        RolloutConfig,
+        SchedulerConfig,
+        TrainConfig,
+    )
     from agentrl.trainer import Trainer  # noqa: F401
 
 __all__ = ["Generation", "SamplingParams", "Status", "Trajectory", "Turn", "__version__", *_LAZY]

@@ -116,7 +116,11 @@ def from_dict(cls: type[T], data: Mapping[str, Any], prefix: str = "") -> T:
     except (TypeError, ValueError) as e:
         if isinstance(e, ConfigError):
             raise
-        raise ConfigError(f"{prefix or cls.__name__}: {e}") from None
+        msg = str(e)
+        head, sep, rest = msg.partition(": ")
+        if sep and head in fields:  # "field: what is wrong" -> "section.field: what is wrong"
+            raise ConfigError(f"{prefix}.{head}: {rest}" if prefix else msg) from None
+        raise ConfigError(f"{prefix or cls.__name__}: {msg}") from None
 
 
 def to_dict(config: Any) -> dict[str, Any]:

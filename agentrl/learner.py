@@ -25,7 +25,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
@@ -40,78 +40,11 @@ from agentrl.algo.loss import (
     ppo_clip_token_losses,
     token_logprobs,
 )
-from agentrl.prefix import selected_logits
+from agentrl.prefix import is_wrapped, selected_logits
+from agentrl.train_config import LossConfig, OptimConfig
 from agentrl.types import Trajectory
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(slots=True)
-class OptimizerConfig:
-    """AdamW with decoupled weight decay on matrices only, global grad-norm clipping, optional warmup."""
-
-    lr: float = 1e-6
-    weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    grad_clip: float | None = 1.0
-    scheduler: Literal["constant", "warmup"] = "constant"
-    warmup_steps: int = 0
-
-    def __post_init__(self) -> None:
-        if not self.lr > 0:
-            raise ValueError(f"lr must be > 0, got {self.lr}")
-        if self.scheduler not in ("constant", "warmup"):
-            raise ValueError(f"scheduler must be 'constant' or 'warmup', got {self.scheduler!r}")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
-        if self.grad_clip is not None and not self.grad_clip > 0:
-            raise ValueError(f"grad_clip must be > 0 or None, got {self.grad_clip}")
-
-
-@dataclass(slots=True)
-class LossConfig:
-    """PPO-clip settings; defaults are the paper's (clip-higher 0.2/0.28, dual-clip 10, token-mean)."""
-
-    clip_low: float = 0.2
-    clip_high: float = 0.28
-    dual_clip: float | None = 10.0
-    aggregation: Aggregation = "token-mean"
-    num_minibatches: int = 1
-    micro_batch_size: int = 8
-    epochs: int = 1
-    temperature: float = 1.0
-    entropy_coef: float = 0.0
-    kl_coef: float = 0.0  # k3 penalty towards π_old; 0 = the paper's "no KL term"
-    measure_kl: bool = True
-    # "sampling": KL(π_sampling ‖ π_new); "pre_update": KL(π_before_this_update ‖ π_new), which
-    # excludes staleness and sampler/trainer mismatch (an extra forward pass unless one mini-batch).
-    kl_reference: Literal["sampling", "pre_update"] = "sampling"
-    # Measure the post-update KL on at most this many evenly spaced trajectories (None: all); the
-    # KL pass is an extra forward, so large batches can estimate it from a subset.
-    kl_max_sequences: int | None = None
-    grad_sync: Literal["auto", "wrapper", "learner"] = "auto"
-    # Run the prompt head the micro-batch's rows share once and project to the vocabulary only at
-    # loss positions (`agentrl.prefix`); same loss and gradients, a fraction of the cost.
-    share_prefix: bool = True
-
-    def __post_init__(self) -> None:
-        ClipConfig(self.clip_low, self.clip_high, self.dual_clip)  # validates
-        if self.aggregation not in ("token-mean", "seq-mean"):
-            raise ValueError(f"aggregation must be 'token-mean' or 'seq-mean', got {self.aggregation!r}")
-        for name in ("num_minibatches", "micro_batch_size", "epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
-        if not self.temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {self.temperature}")
-        if self.kl_max_sequences is not None and self.kl_max_sequences < 1:
-            raise ValueError(f"kl_max_sequences must be >= 1 or None, got {self.kl_max_sequences}")
-        if self.kl_reference not in ("sampling", "pre_update"):
-            raise ValueError(f"kl_reference must be 'sampling' or 'pre_update', got {self.kl_reference!r}")
-
-    @property
-    def clip(self) -> ClipConfig:
-        return ClipConfig(self.clip_low, self.clip_high, self.dual_clip)
 
 
 @dataclass(slots=True)
@@ -233,32 +166,14 @@ def compute_logprobs(
     return out
 
 
-def _is_wrapped(model: torch.nn.Module) -> bool:
-    from torch.nn.parallel import DistributedDataParallel
-
-    if isinstance(model, DistributedDataParallel):
-        return True
-    try:
-        from torch.distributed.fsdp import FullyShardedDataParallel
-
-        if isinstance(model, FullyShardedDataParallel):
-            return True
-    except ImportError:  # pragma: no cover - builds without FSDP
-        pass
-    try:
-        from torch.distributed.fsdp import FSDPModule
-
-        return isinstance(model, FSDPModule)
-    except ImportError:  # pragma: no cover
-        return False
-
-
 class Learner:
     """PPO-clip updates of `model` (a causal LM returning `.logits`) from Trajectories.
 
     Args:
         model: the policy, already on `device` (and wrapped in DDP/FSDP if distributed).
-        optimizer_config, loss_config: see the dataclasses; dicts are accepted too.
+        optim, loss: `agentrl.train_config.OptimConfig` and `LossConfig` (dicts are accepted too),
+            the same classes `agentrl train` loads.
+        temperature: the sampling temperature the trajectories' log-probs were computed at.
         device: where batches go; defaults to the model's parameter device.
         process_group: a torch.distributed group for multi-rank training, else None.
         pad_id: the id written into padding (never scored; any valid id works).
@@ -267,19 +182,24 @@ class Learner:
     def __init__(
         self,
         model: torch.nn.Module,
-        optimizer_config: OptimizerConfig | dict[str, Any] | None = None,
-        loss_config: LossConfig | dict[str, Any] | None = None,
+        optim: OptimConfig | dict[str, Any] | None = None,
+        loss: LossConfig | dict[str, Any] | None = None,
+        *,
+        temperature: float = 1.0,
         device: torch.device | str | None = None,
         process_group: Any | None = None,
         pad_id: int = 0,
     ) -> None:
-        if isinstance(optimizer_config, dict):
-            optimizer_config = OptimizerConfig(**optimizer_config)
-        if isinstance(loss_config, dict):
-            loss_config = LossConfig(**loss_config)
+        if isinstance(optim, dict):
+            optim = OptimConfig(**optim)
+        if isinstance(loss, dict):
+            loss = LossConfig(**loss)
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature: must be > 0, got {temperature}")
         self.model = model
-        self.opt_cfg = optimizer_config or OptimizerConfig()
-        self.loss_cfg = loss_config or LossConfig()
+        self.opt_cfg = optim or OptimConfig()
+        self.loss_cfg = loss or LossConfig()
+        self.temperature = float(temperature)
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.process_group = process_group
         self.pad_id = int(pad_id)
@@ -294,12 +214,12 @@ class Learner:
         self.optimizer = torch.optim.AdamW(
             groups, lr=self.opt_cfg.lr, betas=self.opt_cfg.betas, eps=self.opt_cfg.eps
         )
-        warm = self.opt_cfg.warmup_steps if self.opt_cfg.scheduler == "warmup" else 0
+        warm = self.opt_cfg.warmup_steps
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda step: min(1.0, (step + 1) / warm) if warm > 0 else 1.0
         )
         mode = self.loss_cfg.grad_sync
-        self._wrapper_syncs = mode == "wrapper" or (mode == "auto" and _is_wrapped(model))
+        self._wrapper_syncs = mode == "wrapper" or (mode == "auto" and is_wrapped(model))
 
     # ------------------------------------------------------------------ distributed helpers
 
@@ -338,7 +258,7 @@ class Learner:
                 )
 
     def _minibatches(self, n: int) -> list[np.ndarray]:
-        k = min(self.loss_cfg.num_minibatches, max(n, 1))
+        k = min(self.opt_cfg.mini_batches, max(n, 1))
         return [c for c in np.array_split(np.arange(n), k) if c.size]
 
     def score(self, trajs: Sequence[Trajectory], only_sampled: bool = False) -> list[np.ndarray]:
@@ -346,8 +266,8 @@ class Learner:
         return compute_logprobs(
             self.model,
             trajs,
-            micro_batch_size=self.loss_cfg.micro_batch_size,
-            temperature=self.loss_cfg.temperature,
+            micro_batch_size=self.opt_cfg.micro_batch_size,
+            temperature=self.temperature,
             device=self.device,
             pad_id=self.pad_id,
             only_sampled=only_sampled,
@@ -369,16 +289,28 @@ class Learner:
         return total / count if count else 0.0
 
     def update(
-        self, trajectories: Sequence[Trajectory], advantages: Sequence[float] | np.ndarray
+        self,
+        trajectories: Sequence[Trajectory],
+        advantages: Sequence[float] | np.ndarray,
+        *,
+        aggregation: Aggregation | None = None,
+        norm_tokens: float | None = None,
     ) -> UpdateStats:
-        """One PPO update (`epochs` passes over `num_minibatches` mini-batches); returns its stats."""
-        cfg = self.loss_cfg
+        """One PPO update (`epochs` passes over `mini_batches` mini-batches); returns its stats.
+
+        `aggregation` (default `loss.aggregation`) is the algorithm's choice of how token losses
+        reduce; `"constant"` divides each sequence's token sum by `norm_tokens` (Dr. GRPO).
+        """
+        cfg, opt = self.loss_cfg, self.opt_cfg
+        agg = aggregation or cfg.aggregation
+        if agg == "constant" and not (norm_tokens and norm_tokens > 0):
+            raise ValueError("aggregation 'constant' needs norm_tokens > 0")
         trajs = list(trajectories)
         adv = np.asarray(advantages, dtype=np.float64)
         self._validate(trajs, adv)
         t0 = time.perf_counter()
         minibatches = self._minibatches(len(trajs))
-        reuse_pre = cfg.num_minibatches == 1 and cfg.epochs == 1
+        reuse_pre = opt.mini_batches == 1 and opt.epochs == 1
         ref_pre: list[np.ndarray] | None = None
         if cfg.measure_kl and cfg.kl_reference == "pre_update" and not reuse_pre:
             ref_pre = self.score(trajs)
@@ -387,8 +319,8 @@ class Learner:
         sums = {"loss": 0.0, "clip": 0.0, "ratio": 0.0, "kl_pre": 0.0, "ent": 0.0, "tok": 0.0}
         grad_norms: list[float] = []
         steps = skipped = 0
-        clip = cfg.clip
-        for _ in range(cfg.epochs):
+        clip = ClipConfig(cfg.clip_low, cfg.clip_high, cfg.dual_clip)
+        for _ in range(opt.epochs):
             for mb in minibatches:
                 mb_trajs = [trajs[i] for i in mb]
                 n_tok = float(sum(sum(x.loss_mask) for x in mb_trajs))
@@ -398,8 +330,8 @@ class Learner:
                 self.optimizer.zero_grad(set_to_none=True)
                 bad = False
                 mb_loss = 0.0
-                for s in range(0, len(mb), cfg.micro_batch_size):
-                    idx = mb[s : s + cfg.micro_batch_size]
+                for s in range(0, len(mb), opt.micro_batch_size):
+                    idx = mb[s : s + opt.micro_batch_size]
                     chunk = [trajs[i] for i in idx]
                     p = _pad(chunk, adv[idx], self.device, self.pad_id)
                     m = p.loss_mask
@@ -408,7 +340,7 @@ class Learner:
                     # back to [B, T-1] so aggregation sees the usual padded layout
                     logits = _selected_logits(self.model, p, sel, cfg.share_prefix)
                     lp = torch.zeros_like(p.old_logprobs).index_put(
-                        (sel,), token_logprobs(logits, p.input_ids[:, 1:][sel], cfg.temperature)
+                        (sel,), token_logprobs(logits, p.input_ids[:, 1:][sel], self.temperature)
                     )
                     tok_loss, ratio, clipped = ppo_clip_token_losses(lp, p.old_logprobs, p.advantages, clip)
                     kl_tok = kl_k3(p.old_logprobs, lp)
@@ -416,14 +348,16 @@ class Learner:
                         tok_loss = tok_loss + cfg.kl_coef * kl_tok
                     if cfg.entropy_coef:
                         ent_tok = torch.zeros_like(lp).index_put(
-                            (sel,), entropy_from_logits(logits, cfg.temperature)
+                            (sel,), entropy_from_logits(logits, self.temperature)
                         )
                         tok_loss = tok_loss - cfg.entropy_coef * ent_tok
                     else:
                         with torch.no_grad():
                             ent_tok = torch.zeros_like(lp)
-                            ent_tok[sel] = entropy_from_logits(logits.detach(), cfg.temperature)
-                    loss = aggregate(tok_loss, m, cfg.aggregation, num_tokens=n_tok, num_seqs=n_seq)
+                            ent_tok[sel] = entropy_from_logits(logits.detach(), self.temperature)
+                    loss = aggregate(
+                        tok_loss, m, agg, num_tokens=n_tok, num_seqs=n_seq, norm_tokens=norm_tokens
+                    )
                     if not torch.isfinite(loss):
                         bad = True
                         continue
@@ -500,7 +434,7 @@ class Learner:
             tokens=int(tokens_g),
             model_tokens=int(model_tokens_g),
             seconds=seconds,
-            tokens_per_s=tokens_g * cfg.epochs / seconds if seconds > 0 else 0.0,
+            tokens_per_s=tokens_g * opt.epochs / seconds if seconds > 0 else 0.0,
             lr=float(self.scheduler.get_last_lr()[0]),
             version=self.version,
             kl_reference=cfg.kl_reference,

@@ -18,17 +18,36 @@ from typing import Any
 
 import torch
 
-__all__ = ["selected_logits", "shares_prefix"]
+__all__ = ["is_wrapped", "selected_logits", "shares_prefix"]
 
 _LOGIT_TRANSFORMS = ("final_logit_softcapping", "logit_scale", "logits_scaling", "output_multiplier")
 
 
+def is_wrapped(model: torch.nn.Module) -> bool:
+    """Whether `model` is wrapped for distributed training (DDP, FSDP or FSDP2)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    if isinstance(model, DistributedDataParallel):
+        return True
+    try:
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        if isinstance(model, FullyShardedDataParallel):
+            return True
+    except ImportError:  # pragma: no cover - builds without FSDP
+        pass
+    try:
+        from torch.distributed.fsdp import FSDPModule
+
+        return isinstance(model, FSDPModule)
+    except ImportError:  # pragma: no cover
+        return False
+
+
 def shares_prefix(model: Any) -> bool:
     """Whether `model` can take the shared-prefix path (see the module docstring)."""
-    from agentrl.learner import _is_wrapped
-
     prefix = getattr(model, "base_model_prefix", None)
-    if not prefix or not hasattr(model, prefix) or _is_wrapped(model):
+    if not prefix or not hasattr(model, prefix) or is_wrapped(model):
         return False
     # transformers drops the KV cache under activation checkpointing in training mode
     import warnings
@@ -74,7 +93,7 @@ def selected_logits(
         return out.logits[:, :-1][select]
     from transformers import DynamicCache
 
-    from agentrl.policy.hf import cache_kwarg
+    from agentrl.modeling import cache_kwarg
 
     base = getattr(model, model.base_model_prefix)
     kw = cache_kwarg(base)

@@ -1,4 +1,6 @@
-"""A run's record: `metrics.jsonl` (one JSON object per step, append-only) plus TensorBoard events.
+"""A run's record: `metrics.jsonl` (one JSON object per step, append-only) plus TensorBoard events,
+and Weights & Biases or trackio when asked (`log.wandb=true`, `log.trackio=true`; each needs its
+package, and `WANDB_MODE=offline` keeps wandb on the disk).
 
 JSONL is the source of truth: plots and experiment tables are made from it, and a resumed run
 truncates records past the checkpoint's step so no step is ever counted twice.
@@ -6,6 +8,7 @@ truncates records past the checkpoint's step so no step is ever counted twice.
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -22,7 +25,16 @@ def _scalar(v: Any) -> float | None:
 
 
 class RunLog:
-    def __init__(self, run_dir: str | Path, tensorboard: bool = True) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        tensorboard: bool = True,
+        *,
+        wandb: bool = False,
+        trackio: bool = False,
+        project: str = "agentrl",
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
         self.dir = Path(run_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "metrics.jsonl"
@@ -32,14 +44,27 @@ class RunLog:
             from torch.utils.tensorboard import SummaryWriter
 
             self._tb = SummaryWriter(str(self.dir / "tb"))
+        self._trackers: list[Any] = []  # wandb / trackio runs, each with .log(dict, step=) and .finish()
+        for wanted, module in ((wandb, "wandb"), (trackio, "trackio")):
+            if not wanted:
+                continue
+            try:
+                lib = importlib.import_module(module)
+            except ImportError:
+                raise ImportError(
+                    f"log.{module}=true needs the {module} package: pip install {module}"
+                ) from None
+            kwargs: dict[str, Any] = {"project": project, "name": self.dir.name, "config": dict(config or {})}
+            if module == "wandb":
+                kwargs["dir"] = str(self.dir)
+            self._trackers.append(lib.init(**kwargs))
 
     def truncate_after(self, step: int) -> None:
-        """Drop records with step > `step` (used on resume, before writing new ones)."""
+        """Drop records with step > `step` here and in the run's `rollouts.jsonl` (used on resume,
+        before writing new ones), so no step is counted twice."""
         self._file.close()
-        kept = [r for r in read_metrics(self.path) if int(r.get("step", -1)) <= step]
-        tmp = self.path.with_suffix(".jsonl.tmp")
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        tmp.replace(self.path)
+        truncate_jsonl(self.path, step)
+        truncate_jsonl(self.dir / "rollouts.jsonl", step)
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115
 
     def log(self, step: int, record: Mapping[str, Any]) -> None:
@@ -51,17 +76,41 @@ class RunLog:
                 if s is not None:
                     self._tb.add_scalar(k, s, step)
             self._tb.flush()
+        if self._trackers:
+            scalars = {k: s for k, v in record.items() if (s := _scalar(v)) is not None}
+            for run in self._trackers:
+                run.log(scalars, step=step)
 
     def close(self) -> None:
         self._file.close()
         if self._tb is not None:
             self._tb.close()
+        for run in self._trackers:
+            run.finish()
+        self._trackers = []
 
     def __enter__(self) -> RunLog:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def truncate_jsonl(path: Path, step: int) -> None:
+    """Keep the rows of a JSONL file whose `step` is <= `step` (atomically; a torn last line goes)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # a line torn by a kill
+        if int(row.get("step", -1)) <= step:
+            kept.append(line)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text("".join(k + "\n" for k in kept))
+    tmp.replace(path)
 
 
 def _json_default(o: Any) -> Any:

@@ -1,14 +1,38 @@
-"""The `agentrl train` configuration: one dataclass per concern, all overridable as `section.key=value`.
+"""The one configuration vocabulary: a dataclass per concern, loaded from YAML or TOML and overridden as
+`section.key=value`. `agentrl train`, the learner, the rollout scheduler, evaluation and the simulator
+all take these same classes; every default is written once, here.
 
-Defaults are the README's main job: SPO on `agentrl/Calculator-v0` with the `tiny` model on CPU,
-sized to finish in minutes on 2 cores. The paper's settings (spo-algorithm.md §5) differ in batch
-size, learning rate and lengths, and are what `experiments/` and GPU users set.
+Defaults are the README's main job: SPO on `agentrl/Calculator-v0` with the `tiny` model on CPU, sized
+to finish in minutes on 2 cores. The SPO paper's settings differ in batch size, learning rate and
+lengths (`docs/spo.md`); the `spo-recipe` preset (`--config spo-recipe`) reproduces the reference
+recipe's choices.
+
+Each `__post_init__` checks its fields and raises `ValueError("field: what is wrong")`; the loader
+turns that into one line that names the whole dotted key (`optim.lr: must be a finite number > 0`).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+
+def _finite(name: str, value: float, *, low: float | None = None, strict: bool = True) -> None:
+    """`name: must be a finite number > low` (or >= with strict=False)."""
+    ok = isinstance(value, int | float) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if not ok:
+        bound = "" if low is None else f" {'>' if strict else '>='} {low:g}"
+        raise ValueError(f"{name}: must be a finite number{bound}, got {value!r}")
+
+
+def _at_least(name: str, value: int | None, low: int, *, none_ok: bool = False) -> None:
+    if value is None and none_ok:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < low:
+        raise ValueError(f"{name}: must be an integer >= {low}{' or null' if none_ok else ''}, got {value!r}")
 
 
 @dataclass
@@ -23,92 +47,279 @@ class ModelConfig:
     prefix_cache_mb: float = 256.0  # hf backend: KV store for multi-turn prefixes (0: off)
 
     def __post_init__(self) -> None:
-        if self.prefix_cache_mb < 0:
-            raise ValueError(f"prefix_cache_mb must be >= 0, got {self.prefix_cache_mb}")
+        if not self.name:
+            raise ValueError("name: must name a model (tiny, smollm2-135m, an HF id or a local path)")
+        _finite("request_timeout", self.request_timeout, low=0)
+        _finite("prefix_cache_mb", self.prefix_cache_mb, low=0, strict=False)
 
 
 @dataclass
 class EnvConfig:
-    id: str = "agentrl/Calculator-v0"
-    kwargs: dict[str, Any] = field(default_factory=dict)
+    id: str = "agentrl/Calculator-v0"  # a registered id, or `module:namespace/Name-v0` (imports module)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
     latency: dict[str, Any] | None = None  # a latency spec (agentrl.envs.latency.from_spec) per tool call
-    max_turns: int | None = None
+    max_turns: int | None = None  # None: the env's own budget
     train_prompts: int | None = None  # use only the first N train tasks (None: all)
+
+    def __post_init__(self) -> None:
+        _at_least("max_turns", self.max_turns, 1, none_ok=True)
+        _at_least("train_prompts", self.train_prompts, 1, none_ok=True)
 
 
 @dataclass
 class AlgoConfig:
-    name: Literal["spo", "grpo", "no_baseline"] = "spo"
-    group_size: int = 8  # GRPO only
-    grpo_scale_std: bool = True
-    token_centring: bool = False  # SPO++ token-measure centring of the advantage
+    """Settings of the algorithm named by `name` (see `agentrl.algorithms`); each reads its own."""
+
+    name: str = "spo"  # spo | grpo | rloo | drgrpo | no_baseline | any registered name
+    # group algorithms (grpo, rloo, drgrpo): samples per prompt
+    group_size: int = 8
+    grpo_scale_std: bool = True  # grpo: divide by the group's std (drgrpo never does)
+    # batch normalisation of advantages (spo, no_baseline): ddof of the std (0: population, 1: unbiased)
+    adv_std_ddof: int = 0
+    token_centring: bool = False  # spo, no_baseline: centre under the token measure (SPO++)
+    # spo: the value tracker
     rho_min: float = 0.875
     rho_max: float = 0.96
     d_half: float = 0.06
     divergence: Literal["odometer", "replay"] = "odometer"
-    prioritized: bool = True  # SPO prompt sampling by sqrt(v(1-v)) + eps; GRPO samples uniformly
+    # odometer D = odometer_scale · (summed per-update KL); calibrated against replay D (README)
+    odometer_scale: float = 1.0
+    # replay D: which tokens (model tokens, or the whole response incl. tool tokens), against what
+    # (the sampling log-probs, or the trainer's re-score right after the update), and D at a first visit
+    replay_mask: Literal["model", "response"] = "model"
+    replay_reference: Literal["sampling", "rescored"] = "sampling"
+    replay_first_visit: Literal["rho_min", "rho_max"] = "rho_min"
+    prioritized: bool = True  # spo: sample prompts by sqrt(v(1-v)) + eps
     sampler_eps: float = 0.05
     sampler_gamma: float = 0.0
     offline_init: bool = True
     offline_n0: int = 8
     offline_prompts: int | None = 64  # tracker init on the first N train prompts (None: all)
+    init_smoothing: float = 0.5  # offline init v0 = (s + c) / (n + 2c); 0.5 is the recipe's add-1/2
+    # drgrpo: the constant that divides each sequence's summed token loss (None: rollout.max_tokens)
+    norm_tokens: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # settings for algorithms registered outside agentrl
 
     def __post_init__(self) -> None:
-        if self.group_size < 2:
-            raise ValueError(f"group_size must be >= 2, got {self.group_size}")
+        _at_least("group_size", self.group_size, 2)
         if not 0 < self.rho_min <= self.rho_max < 1:
-            raise ValueError(f"need 0 < rho_min <= rho_max < 1, got {self.rho_min}, {self.rho_max}")
+            raise ValueError(f"rho_min: need 0 < rho_min <= rho_max < 1, got {self.rho_min}, {self.rho_max}")
+        _finite("d_half", self.d_half, low=0)
+        _finite("odometer_scale", self.odometer_scale, low=0)
+        _finite("sampler_eps", self.sampler_eps, low=0, strict=False)
+        _finite("sampler_gamma", self.sampler_gamma, low=0, strict=False)
+        _finite("init_smoothing", self.init_smoothing, low=0, strict=False)
+        if self.adv_std_ddof not in (0, 1):
+            raise ValueError(f"adv_std_ddof: must be 0 or 1, got {self.adv_std_ddof!r}")
+        _at_least("offline_n0", self.offline_n0, 1)
+        _at_least("offline_prompts", self.offline_prompts, 1, none_ok=True)
+        _at_least("norm_tokens", self.norm_tokens, 1, none_ok=True)
 
 
 @dataclass
-class RolloutConfig:
-    batch_size: int = 128  # trajectories per update (GRPO: a multiple of group_size)
-    max_concurrency: int = 128
-    regime: Literal["sync", "async"] = "sync"
-    max_staleness: int = 1
-    overprovision: float = 1.0
-    episode_timeout: float = 120.0
+class SchedulerConfig:
+    """How to launch and keep episodes. `validate()` runs on construction and names bad fields."""
+
+    mode: str = "stream"  # "stream" (SPO) | "group" (GRPO)
+    batch_size: int = 32  # B trajectories per batch
+    group_size: int = 8  # G, group mode only
+    max_concurrency: int | None = None  # generation slots; None = unlimited
+    regime: str = "sync"  # "sync" | "async"
+    overprovision: float = 1.0  # sync: launch k·B/G units per round, keep the first B/G
+    max_staleness: int | None = None  # async admission bound, in policy versions
+    stale_policy: str = "drop"  # over-stale at batch time: "drop" (and requeue prompt) | "keep"
+    admission: str = "pace"  # async: "pace" launches to honour max_staleness; "none" relies on stale_policy
+    max_buffered_batches: int | None = (
+        None  # async back-pressure: stop launching while this many batches wait
+    )
+    episode_timeout: float | None = None  # seconds; a timed-out episode is recorded, not raised
+    group_deadline: float | None = None  # seconds from a group's launch; needs straggler_policy
+    straggler_policy: str = "wait"  # "wait" | "drop" (whole group) | "partial" (finished members)
+    min_group_size: int | None = None  # fewest trainable members a unit may keep; default 2 (group), 1
+    max_retries: int = 1  # relaunches of a failed episode's prompt (same group)
+    watchdog_s: float | None = 1800.0  # stop if nothing finishes for this long while work is pending
+    max_consecutive_failures: int | None = 100
+    shutdown_timeout: float = 10.0  # real/virtual seconds aclose() waits for cancelled episodes
+    bias_window: int = 4096  # most recent ended episodes the bias metric looks at
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @property
+    def unit_size(self) -> int:
+        return self.group_size if self.mode == "group" else 1
+
+    @property
+    def units_per_batch(self) -> int:
+        return self.batch_size // self.unit_size
+
+    @property
+    def min_unit(self) -> int:
+        if self.min_group_size is not None:
+            return self.min_group_size
+        return min(2, self.unit_size)
+
+    def validate(self) -> None:
+        def bad(msg: str) -> None:
+            raise ValueError(msg)
+
+        if self.mode not in ("stream", "group"):
+            bad(f"mode: must be 'stream' or 'group', got {self.mode!r}")
+        if self.regime not in ("sync", "async"):
+            bad(f"regime: must be 'sync' or 'async', got {self.regime!r}")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            bad(f"batch_size: must be a positive int, got {self.batch_size!r}")
+        if self.mode == "group":
+            if not isinstance(self.group_size, int) or self.group_size < 2:
+                bad(f"group_size: must be an int >= 2 in group mode, got {self.group_size!r}")
+            if self.batch_size % self.group_size:
+                bad(f"batch_size: {self.batch_size} is not a multiple of group_size {self.group_size}")
+        if self.max_concurrency is not None and (
+            not isinstance(self.max_concurrency, int) or self.max_concurrency < 1
+        ):
+            bad(f"max_concurrency: must be None (unlimited) or an int >= 1, got {self.max_concurrency!r}")
+        if not (isinstance(self.overprovision, int | float) and self.overprovision >= 1):
+            bad(f"overprovision: must be a number >= 1, got {self.overprovision!r}")
+        if self.regime == "async" and self.overprovision != 1:
+            bad(
+                "overprovision applies to the sync regime (launch k x a batch, keep the first); async keeps slots busy"
+            )
+        if self.max_staleness is not None and (
+            not isinstance(self.max_staleness, int) or self.max_staleness < 0
+        ):
+            bad(f"max_staleness: must be None or an int >= 0, got {self.max_staleness!r}")
+        if self.admission not in ("pace", "none"):
+            bad(f"admission: must be 'pace' or 'none', got {self.admission!r}")
+        if (
+            self.regime == "async"
+            and self.max_concurrency is None
+            and (self.max_staleness is None or self.admission == "none")
+        ):
+            bad(
+                "the async regime needs max_concurrency, or max_staleness with admission='pace'; else it launches without bound"
+            )
+        if self.max_buffered_batches is not None and self.max_buffered_batches < 1:
+            bad(f"max_buffered_batches: must be None or >= 1, got {self.max_buffered_batches!r}")
+        if self.stale_policy not in ("drop", "keep"):
+            bad(f"stale_policy: must be 'drop' or 'keep', got {self.stale_policy!r}")
+        for name in ("episode_timeout", "group_deadline", "watchdog_s"):
+            v = getattr(self, name)
+            if v is not None and not (isinstance(v, int | float) and v > 0 and math.isfinite(v)):
+                bad(f"{name}: must be None or a positive number of seconds, got {v!r}")
+        if self.straggler_policy not in ("wait", "drop", "partial"):
+            bad(f"straggler_policy: must be 'wait', 'drop' or 'partial', got {self.straggler_policy!r}")
+        if self.group_deadline is not None and self.mode != "group":
+            bad("group_deadline applies to group mode; use episode_timeout in stream mode")
+        if (self.group_deadline is None) != (self.straggler_policy == "wait"):
+            bad(
+                "straggler_policy 'drop'/'partial' needs a group_deadline, and 'wait' takes none "
+                f"(got straggler_policy={self.straggler_policy!r}, group_deadline={self.group_deadline!r})"
+            )
+        if self.min_group_size is not None and not 1 <= self.min_group_size <= self.unit_size:
+            bad(f"min_group_size: must be in [1, {self.unit_size}], got {self.min_group_size!r}")
+        if not isinstance(self.max_retries, int) or self.max_retries < 0:
+            bad(f"max_retries: must be an int >= 0, got {self.max_retries!r}")
+        if self.max_consecutive_failures is not None and self.max_consecutive_failures < 1:
+            bad(f"max_consecutive_failures: must be None or >= 1, got {self.max_consecutive_failures!r}")
+        if self.shutdown_timeout <= 0:
+            bad(f"shutdown_timeout: must be > 0, got {self.shutdown_timeout!r}")
+        if self.bias_window < 1:
+            bad(f"bias_window: must be >= 1, got {self.bias_window!r}")
+
+
+@dataclass
+class RolloutConfig(SchedulerConfig):
+    """The scheduler's settings (inherited, with training defaults) plus how to sample.
+
+    `mode` and `group_size` are set from the algorithm (`algo.name`, `algo.group_size`).
+    """
+
+    batch_size: int = 128  # trajectories per update (group algorithms: a multiple of algo.group_size)
+    max_concurrency: int | None = 128  # generation slots
+    max_staleness: int | None = 1  # async regime only: policy versions a trajectory may lag
+    episode_timeout: float | None = 120.0
+    watchdog_s: float | None = 600.0
     temperature: float = 1.0
     top_p: float = 1.0
     max_new_tokens: int = 96  # per model turn
     max_tokens: int = 768  # whole trajectory
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.max_concurrency < 1:
-            raise ValueError("batch_size and max_concurrency must be >= 1")
+        super().__post_init__()
+        _finite("temperature", self.temperature, low=0, strict=False)
+        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p!r}")
+        _at_least("max_new_tokens", self.max_new_tokens, 1)
+        _at_least("max_tokens", self.max_tokens, 2)
 
 
 @dataclass
 class OptimConfig:
+    """AdamW (decoupled weight decay on matrices only), global grad-norm clipping, optional warmup."""
+
     lr: float = 5e-5
     weight_decay: float = 0.01
-    betas: tuple[float, float] = (0.9, 0.999)  # AdamW
-    eps: float = 1e-8  # AdamW; larger values damp the steps of parameters with near-zero gradients
-    grad_clip: float = 1.0
-    warmup_steps: int = 0
-    mini_batches: int = 2
-    epochs: int = 1
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8  # larger values damp the steps of parameters with near-zero gradients
+    grad_clip: float | None = 1.0
+    warmup_steps: int = 0  # linear warmup over this many optimizer steps (0: constant lr)
+    mini_batches: int = 2  # optimizer steps per update (one per mini-batch)
+    epochs: int = 1  # passes over the batch per update
     micro_batch_size: int = 16  # rows per forward/backward; gradients accumulate up to a mini-batch
 
     def __post_init__(self) -> None:
+        _finite("lr", self.lr, low=0)
+        _finite("weight_decay", self.weight_decay, low=0, strict=False)
         for name in ("mini_batches", "epochs", "micro_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+            _at_least(name, getattr(self, name), 1)
+        _at_least("warmup_steps", self.warmup_steps, 0)
         if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
-            raise ValueError(f"betas must be two numbers in [0, 1), got {list(self.betas)}")
-        if not self.eps > 0:
-            raise ValueError(f"eps must be > 0, got {self.eps}")
+            raise ValueError(f"betas: must be two numbers in [0, 1), got {list(self.betas)}")
+        _finite("eps", self.eps, low=0)
+        if self.grad_clip is not None:
+            _finite("grad_clip", self.grad_clip, low=0)
 
 
 @dataclass
 class LossConfig:
+    """The PPO-clip loss; defaults are the paper's (clip-higher 0.2/0.28, dual-clip 10, token-mean)."""
+
     clip_low: float = 0.2
     clip_high: float = 0.28
     dual_clip: float | None = 10.0
-    aggregation: Literal["token-mean", "seq-mean"] = "token-mean"
+    # token-mean: sum over the mini-batch's tokens / their count; seq-mean: mean of per-sequence
+    # token means; constant: each sequence's token sum / a constant (Dr. GRPO; set by the algorithm)
+    aggregation: Literal["token-mean", "seq-mean", "constant"] = "token-mean"
     # Weight of the sampled tokens' entropy in the objective: > 0 rewards exploration, < 0 sharpens
     # the policy towards its mode (entropy minimisation); 0 is the paper's loss.
     entropy_coef: float = 0.0
+    kl_coef: float = 0.0  # k3 penalty towards the sampling policy; 0 = the paper's "no KL term"
+    measure_kl: bool = True  # measure KL(before ‖ after) each update (feeds the SPO odometer)
+    # "sampling": KL(π_sampling ‖ π_new); "pre_update": KL(π_before_this_update ‖ π_new), which
+    # excludes staleness and sampler/trainer mismatch (an extra forward pass unless one mini-batch)
+    kl_reference: Literal["sampling", "pre_update"] = "sampling"
+    kl_max_sequences: int | None = None  # measure the KL on at most this many trajectories
+    grad_sync: Literal["auto", "wrapper", "learner"] = "auto"
+    # Run the prompt head a micro-batch's rows share once (`agentrl.prefix`); same loss, less compute
+    share_prefix: bool = True
+
+    def __post_init__(self) -> None:
+        for name, options in (
+            ("aggregation", ("token-mean", "seq-mean", "constant")),
+            ("kl_reference", ("sampling", "pre_update")),
+            ("grad_sync", ("auto", "wrapper", "learner")),
+        ):
+            if getattr(self, name) not in options:
+                raise ValueError(f"{name}: must be one of {', '.join(options)}, got {getattr(self, name)!r}")
+        _finite("clip_low", self.clip_low, low=0, strict=False)
+        if self.clip_low >= 1:
+            raise ValueError(f"clip_low: must be < 1, got {self.clip_low}")
+        _finite("clip_high", self.clip_high, low=0, strict=False)
+        if self.dual_clip is not None and not (math.isfinite(self.dual_clip) and self.dual_clip > 1):
+            raise ValueError(f"dual_clip: must be > 1 or null, got {self.dual_clip!r}")
+        _finite("entropy_coef", self.entropy_coef)
+        _finite("kl_coef", self.kl_coef, low=0, strict=False)
+        _at_least("kl_max_sequences", self.kl_max_sequences, 1, none_ok=True)
 
 
 @dataclass
@@ -119,10 +330,28 @@ class EvalConfig:
     temperature: float = 1.0  # the rollout temperature; 0 = greedy
     top_p: float = 1.0
 
+    def __post_init__(self) -> None:
+        _at_least("every", self.every, 0)
+        _at_least("tasks", self.tasks, 1)
+        _at_least("k", self.k, 1)
+        _finite("temperature", self.temperature, low=0, strict=False)
+        if not (isinstance(self.top_p, int | float) and 0 < self.top_p <= 1):
+            raise ValueError(f"top_p: must be in (0, 1], got {self.top_p!r}")
+
+
+@dataclass
+class LogConfig:
+    """Where metrics go besides `metrics.jsonl` and the PNG plots."""
+
+    tensorboard: bool = True
+    wandb: bool = False  # needs `pip install wandb`; WANDB_MODE=offline works without an account
+    trackio: bool = False  # needs `pip install trackio`
+    project: str = "agentrl"  # wandb / trackio project
+
 
 @dataclass
 class TrainConfig:
-    name: str = "calculator-spo"
+    name: str = ""  # run name; empty: <env>-<algo>-<timestamp>, so runs never share a folder
     seed: int = 0
     steps: int = 25
     run_root: str = "runs"
@@ -136,12 +365,17 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
-        if self.steps < 0:
-            raise ValueError(f"steps must be >= 0, got {self.steps}")
-        if self.algo.name == "grpo" and self.rollout.batch_size % self.algo.group_size:
-            raise ValueError(
-                f"rollout.batch_size ({self.rollout.batch_size}) must be a multiple of "
-                f"algo.group_size ({self.algo.group_size}) for GRPO"
-            )
+        _at_least("steps", self.steps, 0)
+        _at_least("checkpoint_every", self.checkpoint_every, 1)
+        _at_least("keep_checkpoints", self.keep_checkpoints, 1)
+        if "/" in self.name or self.name in (".", ".."):
+            raise ValueError(f"name: must be a plain folder name, got {self.name!r}")
+
+
+def default_run_name(env_id: str, algo: str, stamp: str) -> str:
+    """`calculator-spo-20261204-101500`: env short name, algorithm, and a timestamp."""
+    env_short = env_id.split(":")[-1].split("/")[-1].split("-v")[0].lower() or "env"
+    return f"{env_short}-{algo}-{stamp}"

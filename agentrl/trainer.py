@@ -1,8 +1,13 @@
-"""`agentrl train`: sampler → scheduler → episodes → learner → weight sync, with checkpoints that resume exactly.
+"""The training pipeline: build the components, resume, then loop.
 
-One step = one batch from the scheduler, one advantage computation, one PPO update, one weight sync.
-Everything a resumed run needs (weights, optimizer, ValueTracker, sampler and RNG states, the KL
-odometer, step counters and the prompts that were in flight) is in every checkpoint.
+    build   env probe → prompts; model + tokenizer; policy; learner; algorithm (+ its sampler)
+    resume  weights, optimizer, algorithm state, sampler and RNG states, step, prompts in flight
+    loop    sample → schedule → advantages → update → sync → log → checkpoint
+
+One step = one batch from the scheduler, one `algorithm.advantages`, one `learner.update`, one weight
+sync and one `algorithm.after_update`. The trainer knows no algorithm by name: everything specific
+to SPO, GRPO, RLOO, ... lives in `agentrl.algorithms`. Every checkpoint holds what an exact resume
+needs (tested with a real `kill -9`).
 """
 
 from __future__ import annotations
@@ -17,20 +22,21 @@ import random
 import time
 from collections import deque
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from agentrl.algo.advantage import AdvantageResult, grpo, no_baseline, spo
-from agentrl.algo.divergence import make_divergence
-from agentrl.algo.sampler import PrioritizedSampler, UniformSampler
-from agentrl.algo.value_tracker import ValueTracker
+from agentrl.algorithms import Algorithm, AlgorithmContext, get_algorithm
 from agentrl.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from agentrl.config import ConfigError, save_config, to_dict
 from agentrl.evaluate import EvalResult, evaluate
+from agentrl.learner import Learner, UpdateStats
+from agentrl.policy.base import Policy
+from agentrl.rollout.episode import EpisodeRunner
+from agentrl.rollout.scheduler import Batch, RolloutScheduler
 from agentrl.runlog import RunLog
 from agentrl.train_config import TrainConfig
 from agentrl.types import SamplingParams, Trajectory
@@ -39,7 +45,7 @@ from agentrl.types import SamplingParams, Trajectory
 class ResumeSampler:
     """Hands out prompts that were in flight at the checkpoint first, then defers to the real sampler."""
 
-    def __init__(self, inner: UniformSampler | PrioritizedSampler, first: Sequence[str] = ()) -> None:
+    def __init__(self, inner: Any, first: Sequence[str] = ()) -> None:
         self.inner = inner
         self.first: deque[str] = deque(first)
 
@@ -89,32 +95,40 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
+def make_env(cfg: TrainConfig, split: str = "train") -> Any:
+    """The configured env (unwrapped ToolEnv); `module:Id` ids import their module first."""
+    import gymnasium
+
+    import agentrl.envs  # noqa: F401  (registers the bundled envs)
+
+    kw = dict(cfg.env.kwargs)
+    if cfg.env.latency is not None:
+        kw["latency"] = cfg.env.latency
+    if cfg.env.max_turns is not None:
+        kw["max_turns"] = cfg.env.max_turns
+    return gymnasium.make(cfg.env.id, split=split, **kw).unwrapped
+
+
 class Trainer:
+    """`Trainer(config).run()` trains; `resume=True` continues the run's latest intact checkpoint."""
+
     def __init__(self, config: TrainConfig, *, resume: bool = False) -> None:
+        if not config.name:
+            raise ConfigError("name: a Trainer needs a run name (the CLI derives one)")
         self.cfg = config
         self.resume = resume
         self.run_dir = Path(config.run_root) / config.name
         self.ckpt_dir = self.run_dir / "checkpoints"
+        self.step = 0
+        self.eval_before: EvalResult | None = None
 
-    # ---- construction ---------------------------------------------------------------------------
-
-    def _make_env(self, split: str = "train") -> Any:
-        import gymnasium
-
-        import agentrl.envs  # noqa: F401  (registers the bundled envs)
-
-        kw = dict(self.cfg.env.kwargs)
-        if self.cfg.env.latency is not None:
-            kw["latency"] = self.cfg.env.latency
-        if self.cfg.env.max_turns is not None:
-            kw["max_turns"] = self.cfg.env.max_turns
-        return gymnasium.make(self.cfg.env.id, split=split, **kw).unwrapped
+    # ---- build ------------------------------------------------------------------------------------
 
     def _sampling(self) -> SamplingParams:
         r = self.cfg.rollout
         return SamplingParams(temperature=r.temperature, top_p=r.top_p, max_new_tokens=r.max_new_tokens)
 
-    def _make_policy(self, model: Any, tokenizer: Any) -> Any:
+    def _make_policy(self, model: Any, tokenizer: Any) -> Policy:
         m = self.cfg.model
         if m.backend == "hf":
             from agentrl.policy.hf import HFPolicy
@@ -126,7 +140,7 @@ class Trainer:
                 gen_model,
                 tokenizer,
                 seed=self.cfg.seed,
-                max_batch_size=max(self.cfg.rollout.max_concurrency, 1),
+                max_batch_size=max(self.cfg.rollout.max_concurrency or 1, 1),
                 timeout=m.request_timeout,
                 prefix_cache_mb=m.prefix_cache_mb,
             )
@@ -148,86 +162,25 @@ class Trainer:
             return VLLMPolicy(str(self._model_source), tokenizer=tokenizer, seed=self.cfg.seed)
         raise ConfigError(f"model.backend: unknown backend {m.backend!r}")
 
-    async def _sync_policy(self, policy: Any, model: Any, version: int, ckpt: Path | None) -> None:
-        """Give the policy the learner's new weights."""
-        backend = self.cfg.model.backend
-        if backend == "hf":
-            shared = getattr(policy, "model", None) is model
-            await policy.sync_weights(version, None if shared else model.state_dict())
-        else:
-            # Servers reload from disk: the policy writes the learner's weights (tied head spelled
-            # out, which a reload needs) under `weights_dir`, unless a saved directory is given.
-            await policy.sync_weights(version, ckpt if ckpt is not None else model.state_dict())
-
-    # ---- offline tracker initialisation ---------------------------------------------------------
-
-    def _offline_cache_path(self, prompt_ids: Sequence[str]) -> Path:
-        from agentrl.models import cache_dir
-
-        a, r = self.cfg.algo, self.cfg.rollout
-        key = json.dumps(
-            {
-                "model": str(self._model_source),
-                "env": self.cfg.env.id,
-                "env_kwargs": self.cfg.env.kwargs,
-                "max_turns": self.cfg.env.max_turns,
-                "n0": a.offline_n0,
-                "prompts": hashlib.sha256("\n".join(prompt_ids).encode()).hexdigest(),
-                "sampling": [r.temperature, r.top_p, r.max_new_tokens, r.max_tokens],
-                "seed": self.cfg.seed,
-            },
-            sort_keys=True,
+    def _make_runner(self, seed: int) -> EpisodeRunner:
+        cfg = self.cfg
+        return EpisodeRunner(
+            lambda _name: make_env(cfg, "train"),
+            self.policy,
+            tokenizer=self.tokenizer,
+            params=self._sampling(),
+            max_turns=cfg.env.max_turns,
+            max_tokens=cfg.rollout.max_tokens,
+            seed=seed,
+            gen_timeout=cfg.model.request_timeout,
         )
-        return cache_dir() / "offline_init" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
 
-    async def _offline_init(
-        self, runner: Any, tracker: ValueTracker, prompt_ids: Sequence[str]
-    ) -> dict[str, Any]:
-        """n0 samples per prompt from the initial policy; cached on disk and reused by later runs."""
-        path = self._offline_cache_path(prompt_ids)
-        if path.is_file():
-            rewards = json.loads(path.read_text())["rewards"]
-            source = "cache"
-        else:
-            n0, sem = self.cfg.algo.offline_n0, asyncio.Semaphore(self.cfg.rollout.max_concurrency)
-
-            async def one(pid: str) -> float:
-                async with sem:
-                    t = await runner(pid, 0)
-                    return float(t.reward) if t.status.trainable else 0.0
-
-            flat = await asyncio.gather(*(one(p) for p in prompt_ids for _ in range(n0)))
-            rewards = {p: flat[i * n0 : (i + 1) * n0] for i, p in enumerate(prompt_ids)}
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"rewards": rewards}))
-            tmp.replace(path)
-            source = "computed"
-        tracker.init_offline_batch(list(rewards), [np.asarray(v, dtype=np.float64) for v in rewards.values()])
-        mean = float(np.mean([np.mean(v) for v in rewards.values()])) if rewards else 0.0
-        return {"source": source, "path": str(path), "prompts": len(rewards), "mean_success": mean}
-
-    # ---- the run ---------------------------------------------------------------------------------
-
-    def run(self) -> TrainResult:
-        return asyncio.run(self.arun())
-
-    async def arun(self) -> TrainResult:
-        from agentrl.learner import Learner, LossConfig, OptimizerConfig
+    async def build(self) -> Path | None:
+        """Load the model, build policy, learner and algorithm; returns the checkpoint to resume from."""
         from agentrl.models import EMBEDDED_MODELS, load_model, model_path
-        from agentrl.rollout.episode import EpisodeRunner
-        from agentrl.rollout.scheduler import RolloutScheduler, SchedulerConfig
 
         cfg = self.cfg
-        t_start = time.perf_counter()
-        resume_from = latest_checkpoint(self.ckpt_dir) if self.resume else None
-        if self.resume and resume_from is None:
-            print(f"[agentrl] --resume: no checkpoint in {self.ckpt_dir}; starting fresh")
-        if resume_from is None and self.ckpt_dir.exists() and any(self.ckpt_dir.iterdir()):
-            raise SystemExit(
-                f"agentrl train: {self.run_dir} already holds checkpoints; pass --resume to continue it "
-                f"or choose another name= (nothing was overwritten)"
-            )
+        resume_from = self._find_resume_point()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.run_dir / "config.yaml")
 
@@ -235,332 +188,375 @@ class Trainer:
         np.random.seed(cfg.seed % 2**32)
         torch.manual_seed(cfg.seed)
         device = _device(cfg.model.device)
-        dtype = _dtype(cfg.model.dtype, device)
         # Off the loop: a first use builds the embedded model, which runs its own event loop.
         self._model_source = (
             await asyncio.to_thread(model_path, cfg.model.name)
             if cfg.model.name in EMBEDDED_MODELS
             else cfg.model.name
         )
-        model, tokenizer = await asyncio.to_thread(
-            load_model, str(resume_from or self._model_source), device=device, dtype=dtype
+        self.model, self.tokenizer = await asyncio.to_thread(
+            load_model,
+            str(resume_from or self._model_source),
+            device=device,
+            dtype=_dtype(cfg.model.dtype, device),
         )
 
-        probe = self._make_env("train")
-        env_name = probe.name
+        probe = make_env(cfg, "train")
         train_ids = probe.task_ids("train")
         if cfg.env.train_prompts is not None:
             train_ids = train_ids[: cfg.env.train_prompts]
+        self.prompt_ids = [f"{probe.name}/train/{t}" for t in train_ids]
         probe.close()
-        prompt_ids = [f"{env_name}/train/{t}" for t in train_ids]
 
-        a = cfg.algo
-        tracker = ValueTracker(rho_min=a.rho_min, rho_max=a.rho_max, d_half=a.d_half)
-        opt = OptimizerConfig(
-            lr=cfg.optim.lr,
-            weight_decay=cfg.optim.weight_decay,
-            betas=(float(cfg.optim.betas[0]), float(cfg.optim.betas[1])),
-            eps=cfg.optim.eps,
-            grad_clip=cfg.optim.grad_clip,
-            scheduler="warmup" if cfg.optim.warmup_steps else "constant",
-            warmup_steps=cfg.optim.warmup_steps,
+        self.policy = self._make_policy(self.model, self.tokenizer)
+        temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+        self.learner = Learner(
+            self.model,
+            cfg.optim,
+            cfg.loss,
+            temperature=temperature,
+            device=device,
+            pad_id=int(getattr(self.tokenizer, "pad_token_id", None) or 0),
         )
-        loss = LossConfig(
-            clip_low=cfg.loss.clip_low,
-            clip_high=cfg.loss.clip_high,
-            dual_clip=cfg.loss.dual_clip,
-            aggregation=cfg.loss.aggregation,
-            entropy_coef=cfg.loss.entropy_coef,
-            num_minibatches=cfg.optim.mini_batches,
-            epochs=cfg.optim.epochs,
-            micro_batch_size=cfg.optim.micro_batch_size,
-            temperature=cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0,
-        )
-        policy = self._make_policy(model, tokenizer)
-        learner = Learner(model, opt, loss, device=device, pad_id=getattr(policy, "pad_id", 0))
-        model.eval()  # no dropout in rollouts; the learner's forward passes do not need train mode either
-
-        from agentrl.learner import compute_logprobs
-
-        divergence = make_divergence(
-            a.divergence,
-            tracker,
-            score_fn=lambda trajs: compute_logprobs(model, trajs, pad_id=learner.pad_id),
-        )
-        inner_sampler: UniformSampler | PrioritizedSampler
-        if a.name == "spo" and a.prioritized:
-            inner_sampler = PrioritizedSampler(
-                tracker, prompt_ids, eps=a.sampler_eps, gamma=a.sampler_gamma, seed=cfg.seed
+        self.model.eval()  # no dropout in rollouts; the learner's forwards need no train mode either
+        self.algorithm: Algorithm = get_algorithm(cfg.algo.name)(
+            AlgorithmContext(
+                config=cfg.algo,
+                prompt_ids=self.prompt_ids,
+                seed=cfg.seed,
+                score=self.learner.score,  # at the rollout temperature, as the samples were drawn
+                max_tokens=cfg.rollout.max_tokens,
             )
+        )
+        self.inner_sampler = self.algorithm.make_sampler()
+        self.log = RunLog(
+            self.run_dir,
+            tensorboard=cfg.log.tensorboard,
+            wandb=cfg.log.wandb,
+            trackio=cfg.log.trackio,
+            project=cfg.log.project,
+            config=to_dict(cfg),
+        )
+        return resume_from
+
+    def _find_resume_point(self) -> Path | None:
+        if not self.resume:
+            if self.ckpt_dir.exists() and any(self.ckpt_dir.iterdir()):
+                raise SystemExit(
+                    f"agentrl train: {self.run_dir} already holds checkpoints; pass --resume to continue "
+                    f"it or choose another name= (nothing was overwritten)"
+                )
+            return None
+        found = latest_checkpoint(self.ckpt_dir)
+        if found is None:
+            raise SystemExit(f"agentrl train: --resume: no intact checkpoint in {self.ckpt_dir}")
+        return found
+
+    # ---- resume -----------------------------------------------------------------------------------
+
+    def restore(self, ckpt: Path) -> list[str]:
+        """Load a checkpoint's state into the built components; returns the prompts that were in flight."""
+        state = load_state(ckpt)
+        self.learner.load_state_dict(state["learner"])
+        algo_state = state.get("algorithm")
+        if algo_state is None:  # checkpoints written before algorithms were objects
+            algo_state = {"tracker": state["tracker"], "divergence": state["divergence"]}
+        self.algorithm.load_state_dict(algo_state)
+        self.inner_sampler.load_state_dict(state["sampler"]["inner"])
+        _set_rng_state(state["rng"])
+        self.step = int(state["step"])
+        self.eval_before = EvalResult(**state["eval_before"]) if state.get("eval_before") else None
+        self.log.truncate_after(self.step)
+        print(f"[agentrl] resumed {self.run_dir.name} at step {self.step} from {ckpt}")
+        return list(state["sampler"]["first"]) + list(state.get("in_flight", []))
+
+    def _checkpoint(self, in_flight: list[str]) -> Path:
+        state = {
+            "step": self.step,
+            "config": to_dict(self.cfg),
+            "learner": self.learner.state_dict(include_model=False),
+            "algorithm": self.algorithm.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "rng": _rng_state(),
+            "in_flight": in_flight,
+            "eval_before": self.eval_before.as_dict() if self.eval_before else None,
+        }
+
+        def write_model(d: Path) -> None:
+            self.model.save_pretrained(d, safe_serialization=True)
+            self.tokenizer.save_pretrained(d)
+
+        return save_checkpoint(self.ckpt_dir, self.step, state, write_model, keep=self.cfg.keep_checkpoints)
+
+    # ---- the offline pass some algorithms start from ----------------------------------------------
+
+    def _offline_cache_path(self, prompt_ids: Sequence[str], n: int) -> Path:
+        from agentrl.models import cache_dir
+
+        cfg, r = self.cfg, self.cfg.rollout
+        key = json.dumps(
+            {
+                "model": str(self._model_source),
+                "env": cfg.env.id,
+                "env_kwargs": cfg.env.kwargs,
+                "max_turns": cfg.env.max_turns,
+                "n0": n,
+                "prompts": hashlib.sha256("\n".join(prompt_ids).encode()).hexdigest(),
+                "sampling": [r.temperature, r.top_p, r.max_new_tokens, r.max_tokens],
+                "seed": cfg.seed,
+            },
+            sort_keys=True,
+        )
+        return cache_dir() / "offline_init" / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".json")
+
+    async def _offline_pass(self) -> dict[str, Any] | None:
+        """n samples per prompt from the initial policy, if the algorithm asks; cached on disk."""
+        request = self.algorithm.offline_init_request()
+        if request is None:
+            return None
+        prompt_ids, n = request
+        path = self._offline_cache_path(prompt_ids, n)
+        if path.is_file():
+            rewards = json.loads(path.read_text())["rewards"]
+            source = "cache"
         else:
-            inner_sampler = UniformSampler(prompt_ids, seed=cfg.seed)
+            # its own episode seeds, so training samples the same episodes whether the offline pass
+            # was computed here or read from the cache
+            runner = self._make_runner(
+                int(np.random.SeedSequence([self.cfg.seed, _OFFLINE_INIT_KEY]).generate_state(1)[0])
+            )
+            sem = asyncio.Semaphore(self.cfg.rollout.max_concurrency or 64)
 
-        step = 0
-        history: list[dict[str, Any]] = []
-        eval_before: EvalResult | None = None
-        in_flight: list[str] = []
-        log = RunLog(self.run_dir)
-        if resume_from is not None:
-            state = load_state(resume_from)
-            learner.load_state_dict(state["learner"])
-            tracker.load_state_dict(state["tracker"])
-            inner_sampler.load_state_dict(state["sampler"]["inner"])
-            divergence.load_state_dict(state["divergence"])
-            _set_rng_state(state["rng"])
-            step = int(state["step"])
-            in_flight = list(state["sampler"]["first"]) + list(state.get("in_flight", []))
-            eval_before = EvalResult(**state["eval_before"]) if state.get("eval_before") else None
-            log.truncate_after(step)
-            print(f"[agentrl] resumed {self.run_dir.name} at step {step} from {resume_from}")
-        sampler = ResumeSampler(inner_sampler, in_flight)
+            async def one(pid: str) -> float:
+                async with sem:
+                    t = await runner(pid, 0)
+                    return float(t.reward) if t.status.trainable else 0.0
+
+            try:
+                flat = await asyncio.gather(*(one(p) for p in prompt_ids for _ in range(n)))
+            finally:
+                await runner.aclose()
+            rewards = {p: flat[i * n : (i + 1) * n] for i, p in enumerate(prompt_ids)}
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"rewards": rewards}))
+            tmp.replace(path)
+            source = "computed"
+        self.algorithm.init_offline(rewards)
+        mean = float(np.mean([np.mean(v) for v in rewards.values()])) if rewards else 0.0
+        print(f"[agentrl] offline init ({source}): {len(rewards)} prompts × {n}, mean success {mean:.3f}")
+        return {"source": source, "path": str(path), "prompts": len(rewards), "mean_success": mean}
+
+    # ---- the loop ---------------------------------------------------------------------------------
+
+    async def _eval(self, tag: str) -> EvalResult:
+        cfg, e = self.cfg, self.cfg.eval
+        res = await evaluate(
+            self.policy,
+            self.tokenizer,
+            cfg.env.id,
+            tasks=e.tasks,
+            k=e.k,
+            temperature=e.temperature,
+            top_p=e.top_p,
+            max_new_tokens=cfg.rollout.max_new_tokens,
+            max_tokens=cfg.rollout.max_tokens,
+            max_turns=cfg.env.max_turns,
+            env_kwargs=cfg.env.kwargs,
+            concurrency=cfg.rollout.max_concurrency or 64,
+            seed=cfg.seed + 7919,
+        )
+        print(
+            f"[agentrl] eval ({tag}, step {self.step}): success {res.success:.3f} on {res.tasks} test tasks"
+        )
+        return res
+
+    async def _sync(self) -> float:
+        """Give the policy the learner's new weights; returns the seconds it took."""
+        t0 = time.perf_counter()
+        shared = getattr(self.policy, "model", None) is self.model
+        # A policy that shares the learner's module needs only the version; servers reload from disk.
+        await self.policy.sync_weights(self.step, None if shared else self.model.state_dict())
+        return time.perf_counter() - t0
+
+    async def _train_step(self, batch: Batch) -> dict[str, Any]:
+        """advantages → update → after_update, for one batch; returns the step's metrics row."""
+        trajs = [t for t in batch.trajectories if t.status.trainable and any(t.loss_mask)]
+        row: dict[str, Any] = {
+            "batch/size": len(batch.trajectories),
+            "batch/trainable": len(trajs),
+            "batch/failures": len(batch.failures),
+        }
+        if not trajs:
+            row["reward_mean"] = 0.0
+            return row
+        result = self.algorithm.advantages(trajs)
+        shared = getattr(self.policy, "model", None) is self.model
+        exclusive = getattr(self.policy, "exclusive", None)
+        lock = exclusive() if shared and exclusive is not None else contextlib.nullcontext()
+        t0 = time.perf_counter()
+        async with lock:
+            stats: UpdateStats = await asyncio.to_thread(
+                self.learner.update, trajs, result.advantages, **self.algorithm.loss_aggregation()
+            )
+        row["time/learner_s"] = time.perf_counter() - t0
+        row.update(self.algorithm.after_update(trajs, stats, self.step + 1))
+        row.update(_batch_metrics(trajs, result.diagnostics.as_dict(), stats, batch))
+        return row
+
+    async def arun(self) -> TrainResult:
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        resume_from = await self.build()
+        in_flight = self.restore(resume_from) if resume_from is not None else []
+        self.sampler = ResumeSampler(self.inner_sampler, in_flight)
         if resume_from is not None and cfg.model.backend != "hf":
-            await self._sync_policy(policy, model, step, None)  # servers still run the base weights
-
-        def make_runner(seed: int) -> EpisodeRunner:
-            return EpisodeRunner(
-                lambda _name: self._make_env("train"),
-                policy,
-                tokenizer=tokenizer,
-                params=self._sampling(),
-                max_turns=cfg.env.max_turns,
-                max_tokens=cfg.rollout.max_tokens,
-                seed=seed,
-                gen_timeout=cfg.model.request_timeout,
-            )
-
+            await self.policy.sync_weights(self.step, self.model.state_dict())  # servers run base weights
         # Episode seeds depend on (seed, step at start) so a resumed run does not replay early episodes.
-        runner = make_runner(int(np.random.SeedSequence([cfg.seed, step]).generate_state(1)[0]))
-
-        async def run_eval(tag: str) -> EvalResult:
-            e = cfg.eval
-            res = await evaluate(
-                policy,
-                tokenizer,
-                cfg.env.id,
-                tasks=e.tasks,
-                k=e.k,
-                temperature=e.temperature,
-                top_p=e.top_p,
-                max_new_tokens=cfg.rollout.max_new_tokens,
-                max_tokens=cfg.rollout.max_tokens,
-                max_turns=cfg.env.max_turns,
-                env_kwargs=cfg.env.kwargs,
-                concurrency=cfg.rollout.max_concurrency,
-                seed=cfg.seed + 7919,
-            )
-            print(f"[agentrl] eval ({tag}, step {step}): success {res.success:.3f} on {res.tasks} test tasks")
-            return res
-
+        runner = self._make_runner(int(np.random.SeedSequence([cfg.seed, self.step]).generate_state(1)[0]))
+        sched_cfg = replace(cfg.rollout, mode=self.algorithm.mode, group_size=self.algorithm.group_size)
+        history: list[dict[str, Any]] = []
         offline: dict[str, Any] | None = None
         eval_after: EvalResult | None = None
         pbar = None
+        rollouts = open(self.run_dir / "rollouts.jsonl", "a", buffering=1)  # noqa: SIM115, ASYNC230
         try:
             if resume_from is None:
-                if a.offline_init and a.name == "spo":
-                    n = a.offline_prompts
-                    # its own episode seeds, so training samples the same episodes whether the
-                    # tracker init was computed here or read from the cache
-                    init_runner = make_runner(
-                        int(np.random.SeedSequence([cfg.seed, _OFFLINE_INIT_KEY]).generate_state(1)[0])
-                    )
-                    try:
-                        offline = await self._offline_init(
-                            init_runner, tracker, prompt_ids[:n] if n else prompt_ids
-                        )
-                    finally:
-                        await init_runner.aclose()
-                    print(
-                        f"[agentrl] offline tracker init ({offline['source']}): {offline['prompts']} prompts × "
-                        f"{a.offline_n0}, mean success {offline['mean_success']:.3f}"
-                    )
-                eval_before = await run_eval("before")
-                log.log(0, {"eval/success": eval_before.success, **_eval_fields(eval_before)})
-
-            sched_cfg = SchedulerConfig(
-                mode="group" if a.name == "grpo" else "stream",
-                batch_size=cfg.rollout.batch_size,
-                group_size=a.group_size,
-                max_concurrency=cfg.rollout.max_concurrency,
-                regime=cfg.rollout.regime,
-                overprovision=cfg.rollout.overprovision,
-                max_staleness=cfg.rollout.max_staleness if cfg.rollout.regime == "async" else None,
-                episode_timeout=cfg.rollout.episode_timeout,
-                watchdog_s=max(600.0, 5 * cfg.rollout.episode_timeout),
-            )
+                offline = await self._offline_pass()
+                self.eval_before = await self._eval("before")
+                self.log.log(0, {"eval/success": self.eval_before.success, **_eval_fields(self.eval_before)})
             if cfg.progress:
                 from tqdm.auto import tqdm
 
-                pbar = tqdm(total=cfg.steps, initial=step, desc=cfg.name, unit="step", dynamic_ncols=True)
+                pbar = tqdm(
+                    total=cfg.steps, initial=self.step, desc=cfg.name, unit="step", dynamic_ncols=True
+                )
             t_batch = time.perf_counter()
-            async with RolloutScheduler(sampler, runner, sched_cfg) as sched:
-                sched.set_policy_version(step)
-                if step < cfg.steps:
-                    async for batch in sched.batches():
-                        row = await self._train_step(batch, learner, tracker, divergence, policy, model, step)
-                        step += 1
-                        await self._sync_policy(policy, model, step, None)
-                        sched.set_policy_version(step)
-                        row["time/step_s"] = time.perf_counter() - t_batch
-                        if cfg.eval.every and step % cfg.eval.every == 0 and step < cfg.steps:
-                            res = await run_eval(f"step {step}")
-                            row.update({"eval/success": res.success, **_eval_fields(res)})
-                        log.log(step, row)
-                        history.append({"step": step, **row})
-                        if pbar is not None:
-                            pbar.update(1)
-                            pbar.set_postfix(
-                                reward=f"{row['reward_mean']:.2f}",
-                                eval=f"{row.get('eval/success', float('nan')):.2f}",
-                                traj_s=f"{row.get('rollout/trajectories_per_s', 0):.1f}",
-                            )
-                        if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                            in_flight = [e["prompt_id"] for e in sched.running_episodes()]
-                            self._checkpoint(
-                                step,
-                                model,
-                                tokenizer,
-                                learner,
-                                tracker,
-                                sampler,
-                                divergence,
-                                eval_before,
-                                in_flight,
-                            )
-                        t_batch = time.perf_counter()
-                        if step >= cfg.steps:
-                            break
+            async with RolloutScheduler(self.sampler, runner, sched_cfg) as sched:
+                sched.set_policy_version(self.step)
+                async for batch in sched.batches() if self.step < cfg.steps else _no_batches():
+                    row = await self._train_step(batch)
+                    self.step += 1
+                    _write_rollouts(rollouts, self.step, batch.trajectories)
+                    row["time/sync_s"] = await self._sync()
+                    sched.set_policy_version(self.step)
+                    row["time/step_s"] = time.perf_counter() - t_batch
+                    if cfg.eval.every and self.step % cfg.eval.every == 0 and self.step < cfg.steps:
+                        res = await self._eval(f"step {self.step}")
+                        row.update({"eval/success": res.success, **_eval_fields(res)})
+                    self.log.log(self.step, row)
+                    history.append({"step": self.step, **row})
+                    if pbar is not None:
+                        pbar.update(1)
+                        pbar.set_postfix(
+                            reward=f"{row['reward_mean']:.2f}",
+                            traj_s=f"{row.get('rollout/trajectories_per_s', 0):.1f}",
+                        )
+                    if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps:
+                        self._checkpoint([e["prompt_id"] for e in sched.running_episodes()])
+                    t_batch = time.perf_counter()
+                    if self.step >= cfg.steps:
+                        break
             if pbar is not None:
                 pbar.close()
                 pbar = None
-            eval_after = await run_eval("after")
-            log.log(step, {"eval/success": eval_after.success, **_eval_fields(eval_after)})
+            eval_after = await self._eval("after")
+            self.log.log(self.step, {"eval/success": eval_after.success, **_eval_fields(eval_after)})
         finally:
             if pbar is not None:
                 pbar.close()
-            log.close()
+            rollouts.close()
+            self.log.close()
             with contextlib.suppress(Exception):
                 await runner.aclose()
-            await policy.aclose()
+            await self.policy.aclose()
 
         from agentrl.plots import plot_run
 
-        plot_run(self.run_dir, tracker_values=tracker.values(prompt_ids))
+        visited = getattr(self.algorithm, "tracker_values", None)
+        plot_run(self.run_dir, panels=self.algorithm.panels, tracker_values=visited() if visited else None)
         summary = {
-            "steps": step,
+            "steps": self.step,
             "seconds": time.perf_counter() - t_start,
-            "eval_before": eval_before.as_dict() if eval_before else None,
+            "eval_before": self.eval_before.as_dict() if self.eval_before else None,
             "eval_after": eval_after.as_dict() if eval_after else None,
             "offline_init": offline,
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-        return TrainResult(self.run_dir, step, eval_before, eval_after, summary["seconds"], history)
+        return TrainResult(self.run_dir, self.step, self.eval_before, eval_after, summary["seconds"], history)
 
-    async def _train_step(
-        self,
-        batch: Any,
-        learner: Any,
-        tracker: ValueTracker,
-        divergence: Any,
-        policy: Any,
-        model: Any,
-        step: int,
-    ) -> dict[str, Any]:
-        a = self.cfg.algo
-        trajs: list[Trajectory] = [t for t in batch.trajectories if t.status.trainable and any(t.loss_mask)]
-        row: dict[str, Any] = {"batch/size": len(batch.trajectories), "batch/trainable": len(trajs)}
-        row["batch/failures"] = len(batch.failures)
-        if not trajs:
-            row["reward_mean"] = 0.0
-            return row
-        rewards = np.array([t.reward for t in trajs], dtype=np.float64)
-        pids = [t.prompt_id for t in trajs]
-        versions = np.array([t.policy_version for t in trajs], dtype=np.int64)
-        # ρ as a diagnostic; only the odometer gives it for free (replay would re-score the batch twice).
-        rho = tracker.rho(divergence.estimate(pids, versions)) if a.divergence == "odometer" else None
-        # The tracker is updated for every algorithm (its values are a diagnostic for GRPO), but only
-        # SPO uses the baselines it returns.
-        baselines = divergence.update_tracker(pids, rewards, versions, trajs)
-        result: AdvantageResult
-        if a.name == "spo":
-            centring = "token" if a.token_centring else "trajectory"
-            counts = [t.num_model_tokens for t in trajs]
-            # no group ids: a prompt drawn once is a one-sample "group", so the degenerate-group
-            # diagnostics would read ~1.0 and mean nothing for a stream without groups
-            result = spo(rewards, baselines, centring=centring, token_counts=counts)
-        elif a.name == "grpo":
-            result = grpo(rewards, [t.group_id for t in trajs], scale_std=a.grpo_scale_std)
-        else:
-            result = no_baseline(rewards)
-        shared = getattr(policy, "model", None) is model
-        lock = policy.exclusive() if shared and hasattr(policy, "exclusive") else contextlib.nullcontext()
-        async with lock:
-            stats = await asyncio.to_thread(learner.update, trajs, result.advantages)
-        if hasattr(divergence, "odometer"):
-            kl = stats.kl if math.isfinite(stats.kl) else 0.0
-            divergence.odometer.record(kl, version=step + 1)
-        row.update(
-            {
-                "reward_mean": float(rewards.mean()),
-                "tracker/value_mean": float(np.mean(tracker.values(pids))),
-                "tracker/n_eff_mean": float(np.mean(tracker.n_effs(pids))),
-                "tracker/baseline_mean": float(np.mean(baselines)),
-                **{f"adv/{k}": v for k, v in result.diagnostics.as_dict().items() if _is_num(v)},
-                **{f"learner/{k}": v for k, v in stats.as_dict().items() if _is_num(v)},
-                "tokens/model_mean": float(np.mean([t.num_model_tokens for t in trajs])),
-                "episode/turns_mean": float(np.mean([len(t.turns) for t in trajs])),
-            }
-        )
-        if rho is not None:
-            row["tracker/rho_mean"] = float(np.mean(rho))
-        m = batch.metrics
-        for name in (
-            "assembly_s",
-            "trajectories_per_s",
-            "tokens_per_s",
-            "slot_utilisation",
-            "queue_wait_mean",
-        ):
-            v = getattr(m, name, None)
-            if _is_num(v):
-                row[f"rollout/{name}"] = float(v)
-        return row
+    def run(self) -> TrainResult:
+        return asyncio.run(self.arun())
 
-    def _checkpoint(
-        self,
-        step: int,
-        model: Any,
-        tokenizer: Any,
-        learner: Any,
-        tracker: ValueTracker,
-        sampler: ResumeSampler,
-        divergence: Any,
-        eval_before: EvalResult | None,
-        in_flight: list[str],
-    ) -> Path:
-        state = {
-            "step": step,
-            "config": to_dict(self.cfg),
-            "learner": learner.state_dict(include_model=False),
-            "tracker": tracker.state_dict(),
-            "sampler": sampler.state_dict(),
-            "divergence": divergence.state_dict(),
-            "rng": _rng_state(),
-            "in_flight": in_flight,
-            "eval_before": eval_before.as_dict() if eval_before else None,
-        }
 
-        def write_model(d: Path) -> None:
-            model.save_pretrained(d, safe_serialization=True)
-            tokenizer.save_pretrained(d)
-
-        return save_checkpoint(self.ckpt_dir, step, state, write_model, keep=self.cfg.keep_checkpoints)
+async def _no_batches() -> Any:
+    return
+    yield  # an empty async generator: a run already at its last step only evaluates
 
 
 def _is_num(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
 
+def _batch_metrics(
+    trajs: Sequence[Trajectory], diagnostics: dict[str, Any], stats: UpdateStats, batch: Batch
+) -> dict[str, float]:
+    """What every algorithm's run logs: rewards, advantages, the update, episodes and throughput."""
+    n = len(trajs)
+    statuses = [t.status.value for t in batch.trajectories]
+    turns = [t for tr in trajs for t in tr.turns]
+    row: dict[str, float] = {
+        "reward_mean": float(np.mean([t.reward for t in trajs])),
+        **{f"adv/{k}": v for k, v in diagnostics.items() if _is_num(v)},
+        **{f"learner/{k}": v for k, v in stats.as_dict().items() if _is_num(v)},
+        "tokens/model_mean": float(np.mean([t.num_model_tokens for t in trajs])),
+        "episode/turns_mean": float(np.mean([len(t.turns) for t in trajs])),
+        "episode/truncated_frac": statuses.count("truncated") / max(len(statuses), 1),
+        "episode/tool_error_frac": float(np.mean([bool(t.info.get("tool_errors")) for t in trajs]))
+        if n
+        else 0.0,
+        "time/gen_s_mean": float(np.mean([t.gen_s for t in turns])) if turns else 0.0,
+        "time/tool_s_mean": float(np.mean([t.tool_s for t in turns])) if turns else 0.0,
+    }
+    shaping = [float(t.info["shaping"]) for t in trajs if _is_num(t.info.get("shaping"))]
+    if shaping:
+        row["reward/shaping_mean"] = float(np.mean(shaping))
+    m = batch.metrics
+    for name in ("assembly_s", "trajectories_per_s", "tokens_per_s", "slot_utilisation", "queue_wait_mean"):
+        v = getattr(m, name, None)
+        if _is_num(v):
+            row[f"rollout/{name}"] = float(v)
+    return row
+
+
+def _write_rollouts(f: Any, step: int, trajs: Sequence[Trajectory]) -> None:
+    """One JSON row per consumed trajectory: what a latency study replays (`simulate --from-run`)."""
+    for t in trajs:
+        row = {
+            "step": step,
+            "prompt_id": t.prompt_id,
+            "reward": float(t.reward),
+            "status": t.status.value,
+            "policy_version": t.policy_version,
+            "group_id": t.group_id,
+            "started_at": t.started_at,
+            "finished_at": t.finished_at,
+            "turns": [
+                {
+                    "gen_s": u.gen_s,
+                    "tool_s": u.tool_s,
+                    "n_model_tokens": u.n_model_tokens,
+                    "n_env_tokens": u.n_env_tokens,
+                    "tool_calls": u.tool_calls,
+                }
+                for u in t.turns
+            ],
+        }
+        f.write(json.dumps(row) + "\n")
+
+
 def _eval_fields(r: EvalResult) -> dict[str, float]:
-    out = {f"eval/pass@{k}": v for k, v in r.pass_at.items()}
+    out = {"eval/n": float(r.tasks * r.k)}
+    out.update({f"eval/pass@{k}": v for k, v in r.pass_at.items()})
     out.update({f"eval/maj@{k}": v for k, v in r.maj_at.items()})
     return out

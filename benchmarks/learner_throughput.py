@@ -34,7 +34,8 @@ import numpy as np
 import torch
 from transformers import Qwen2Config, Qwen2ForCausalLM
 
-from agentrl.learner import Learner, LossConfig, OptimizerConfig, compute_logprobs
+from agentrl.learner import Learner, compute_logprobs
+from agentrl.train_config import LossConfig, OptimConfig
 from agentrl.types import Trajectory
 
 VOCAB = 4096
@@ -80,8 +81,8 @@ def bench_agentrl(args: argparse.Namespace, measure_kl: bool) -> list[float]:
         t.logprobs = [float(v) if m else 0.0 for v, m in zip(lp, t.loss_mask, strict=True)]
     learner = Learner(
         model,
-        OptimizerConfig(lr=1e-6),
-        LossConfig(micro_batch_size=args.batch, measure_kl=measure_kl),
+        OptimConfig(lr=1e-6, mini_batches=1, micro_batch_size=args.batch),
+        LossConfig(measure_kl=measure_kl),
     )
     times = []
     for step in range(args.warmup + args.steps):

@@ -76,13 +76,13 @@ def test_parse_override_reads_yaml_values() -> None:
 @pytest.mark.parametrize(
     ("override", "message"),
     [
-        ("optim.micro_batch_size=0", "optim: micro_batch_size must be >= 1, got 0"),
-        ("optim.mini_batches=0", "optim: mini_batches must be >= 1, got 0"),
-        ("model.prefix_cache_mb=-1", "model: prefix_cache_mb must be >= 0, got -1.0"),
-        ("optim.betas=0.9,1.0", "optim: betas must be two numbers in [0, 1), got [0.9, 1.0]"),
+        ("optim.micro_batch_size=0", "optim.micro_batch_size: must be an integer >= 1, got 0"),
+        ("optim.mini_batches=0", "optim.mini_batches: must be an integer >= 1, got 0"),
+        ("model.prefix_cache_mb=-1", "model.prefix_cache_mb: must be a finite number >= 0, got -1.0"),
+        ("optim.betas=0.9,1.0", "optim.betas: must be two numbers in [0, 1), got [0.9, 1.0]"),
         ("optim.betas=0.9", "optim.betas: expected a list, got 0.9"),
-        ("optim.betas=0.9,0.9,0.9", "optim: betas must be two numbers in [0, 1), got [0.9, 0.9, 0.9]"),
-        ("optim.eps=0", "optim: eps must be > 0, got 0.0"),
+        ("optim.betas=0.9,0.9,0.9", "optim.betas: must be two numbers in [0, 1), got [0.9, 0.9, 0.9]"),
+        ("optim.eps=0", "optim.eps: must be a finite number > 0, got 0.0"),
     ],
 )
 def test_train_config_rejects_bad_learner_and_cache_settings(override: str, message: str) -> None:

@@ -24,10 +24,32 @@ from agentrl.algo import (
     make_divergence,
     spo,
 )
-from agentrl.learner import Learner, LossConfig, OptimizerConfig, _pad, compute_logprobs
+from agentrl.learner import Learner, _pad, compute_logprobs
+from agentrl.train_config import LossConfig, OptimConfig
 from agentrl.types import Trajectory
 
 VOCAB = 32
+
+
+def make_learner(
+    model: torch.nn.Module, opt: dict | None = None, loss: dict | None = None, **kw: object
+) -> Learner:
+    """A Learner with the settings these tests were written for: lr 1e-6 and one mini-batch of
+    micro-batches of 8 unless given (`num_minibatches`, `micro_batch_size`, `epochs` and `scheduler`
+    are accepted under their earlier names)."""
+    o = {"lr": 1e-6, "mini_batches": 1, "micro_batch_size": 8, **(opt or {})}
+    o.pop("scheduler", None)  # "warmup" is implied by warmup_steps > 0
+    lc = dict(loss or {})
+    for old, new in (
+        ("num_minibatches", "mini_batches"),
+        ("micro_batch_size", "micro_batch_size"),
+        ("epochs", "epochs"),
+    ):
+        if old in lc:
+            o[new] = lc.pop(old)
+    return Learner(model, OptimConfig(**o), LossConfig(**lc), **kw)  # type: ignore[arg-type]
+
+
 TARGET = 7
 
 
@@ -116,7 +138,7 @@ def test_scoring_only_sampled_tokens_matches_full_scoring() -> None:
 def test_first_update_starts_on_policy_and_measures_kl() -> None:
     model = tiny_lm()
     trajs = scored_batch(model)
-    learner = Learner(model, OptimizerConfig(lr=1e-2), LossConfig(micro_batch_size=4))
+    learner = make_learner(model, dict(lr=1e-2), dict(micro_batch_size=4))
     before = params(model)
     st = learner.update(trajs, np.linspace(-1, 1, len(trajs)))
     assert st.ratio_mean == pytest.approx(1.0, abs=1e-5)
@@ -132,8 +154,8 @@ def test_first_update_starts_on_policy_and_measures_kl() -> None:
 def test_kl_on_a_subset_of_sequences() -> None:
     trajs = scored_batch(tiny_lm(), n=6)
     adv = np.linspace(-1, 1, 6)
-    full = Learner(tiny_lm(), OptimizerConfig(lr=1e-2)).update(trajs, adv)
-    sub = Learner(tiny_lm(), OptimizerConfig(lr=1e-2), LossConfig(kl_max_sequences=3)).update(trajs, adv)
+    full = make_learner(tiny_lm(), dict(lr=1e-2)).update(trajs, adv)
+    sub = make_learner(tiny_lm(), dict(lr=1e-2), dict(kl_max_sequences=3)).update(trajs, adv)
     assert sub.kl > 0.0 and sub.kl != full.kl  # same update, KL estimated on sequences 0, 2/3, 5
     assert sub.loss == pytest.approx(full.loss)
 
@@ -147,8 +169,8 @@ def test_masked_tokens_never_reach_the_loss() -> None:
         t.logprobs = [lp if m else float(rng.normal()) for lp, m in zip(t.logprobs, t.loss_mask, strict=True)]
     m1, m2 = tiny_lm(), tiny_lm()
     adv = np.linspace(-1, 1, len(trajs))
-    Learner(m1, OptimizerConfig(lr=1e-2)).update(trajs, adv)
-    Learner(m2, OptimizerConfig(lr=1e-2)).update(other, adv)
+    make_learner(m1, dict(lr=1e-2)).update(trajs, adv)
+    make_learner(m2, dict(lr=1e-2)).update(other, adv)
     assert_same(params(m1), params(m2))
 
 
@@ -160,9 +182,9 @@ def test_gradient_accumulation_matches_one_big_batch(aggregation: str) -> None:
     start = params(m1)
     # eps = 1 makes Adam's first step ~ lr·g, so parameter deltas compare gradients (plain Adam's
     # first step is sign-like and would amplify float noise on near-zero gradients).
-    opt = OptimizerConfig(lr=1e-2, eps=1.0, weight_decay=0.0)
-    s1 = Learner(m1, opt, LossConfig(micro_batch_size=1, aggregation=aggregation)).update(trajs, adv)
-    s2 = Learner(m2, opt, LossConfig(micro_batch_size=16, aggregation=aggregation)).update(trajs, adv)
+    opt = dict(lr=1e-2, eps=1.0, weight_decay=0.0)
+    s1 = make_learner(m1, opt, dict(micro_batch_size=1, aggregation=aggregation)).update(trajs, adv)
+    s2 = make_learner(m2, opt, dict(micro_batch_size=16, aggregation=aggregation)).update(trajs, adv)
     assert s1.loss == pytest.approx(s2.loss, abs=1e-6)
     assert s1.grad_norm == pytest.approx(s2.grad_norm, rel=1e-4)
     for p0, p1, p2 in zip(start, params(m1), params(m2), strict=True):
@@ -191,13 +213,13 @@ def test_shared_prefix_update_equals_the_full_forward_update(aggregation: str, e
     adv = np.linspace(-1, 1, len(trajs))
     m1, m2 = tiny_lm(), tiny_lm()
     start = params(m1)
-    opt = OptimizerConfig(lr=1e-2, eps=1.0, weight_decay=0.0)  # deltas compare gradients (see above)
+    opt = dict(lr=1e-2, eps=1.0, weight_decay=0.0)  # deltas compare gradients (see above)
     stats = []
     for model, share in ((m1, True), (m2, False)):
-        loss = LossConfig(
+        loss = dict(
             micro_batch_size=4, aggregation=aggregation, entropy_coef=entropy_coef, share_prefix=share
         )
-        stats.append(Learner(model, opt, loss).update(trajs, adv))
+        stats.append(make_learner(model, opt, loss).update(trajs, adv))
     fast, full = stats
     for name in ("loss", "kl", "entropy", "ratio_mean"):
         assert getattr(fast, name) == pytest.approx(getattr(full, name), rel=1e-4, abs=1e-7), name
@@ -209,8 +231,8 @@ def test_shared_prefix_update_equals_the_full_forward_update(aggregation: str, e
 def test_minibatches_take_one_step_each_and_clip() -> None:
     model = tiny_lm()
     trajs = scored_batch(model, n=8)
-    cfg = LossConfig(num_minibatches=4, micro_batch_size=2, kl_reference="pre_update")
-    st = Learner(model, OptimizerConfig(lr=5e-2), cfg).update(trajs, np.linspace(-2, 2, 8))
+    cfg = dict(num_minibatches=4, micro_batch_size=2, kl_reference="pre_update")
+    st = make_learner(model, dict(lr=5e-2), cfg).update(trajs, np.linspace(-2, 2, 8))
     assert st.optimizer_steps == 4
     assert st.clip_frac > 0.0  # later mini-batches see a moved policy at this learning rate
     assert st.kl > 0.0 and st.kl_reference == "pre_update"
@@ -221,7 +243,7 @@ def test_non_finite_loss_skips_the_step(caplog: pytest.LogCaptureFixture) -> Non
     trajs = scored_batch(model)
     i = trajs[0].loss_mask.index(1)
     trajs[0].logprobs[i] = math.nan
-    learner = Learner(model, OptimizerConfig(lr=1e-2))
+    learner = make_learner(model, dict(lr=1e-2))
     before = params(model)
     with caplog.at_level(logging.WARNING, logger="agentrl.learner"):
         st = learner.update(trajs, np.ones(len(trajs)))
@@ -234,7 +256,7 @@ def test_non_finite_loss_skips_the_step(caplog: pytest.LogCaptureFixture) -> Non
 def test_bad_batches_are_rejected() -> None:
     model = tiny_lm()
     trajs = scored_batch(model)
-    learner = Learner(model)
+    learner = make_learner(model)
     with pytest.raises(ValueError, match="one advantage per trajectory"):
         learner.update(trajs, [1.0])
     with pytest.raises(ValueError, match="finite"):
@@ -249,7 +271,7 @@ def test_bad_batches_are_rejected() -> None:
 def test_replay_divergence_rescoring_with_the_learner() -> None:
     model = tiny_lm()
     trajs = scored_batch(model, n=3)
-    learner = Learner(model, OptimizerConfig(lr=1e-2))
+    learner = make_learner(model, dict(lr=1e-2))
     rep = make_divergence("replay", ValueTracker(), score_fn=learner.score)
     rep.remember(trajs)
     ids = [t.prompt_id for t in trajs]
@@ -259,7 +281,7 @@ def test_replay_divergence_rescoring_with_the_learner() -> None:
 
 
 def test_warmup_scheduler() -> None:
-    learner = Learner(tiny_lm(), OptimizerConfig(lr=1e-3, scheduler="warmup", warmup_steps=4))
+    learner = make_learner(tiny_lm(), dict(lr=1e-3, scheduler="warmup", warmup_steps=4))
     trajs = scored_batch(learner.model)
     lrs = [learner.update(trajs, np.linspace(-1, 1, len(trajs))).lr for _ in range(5)]
     np.testing.assert_allclose(lrs, [5e-4, 7.5e-4, 1e-3, 1e-3, 1e-3])
@@ -307,13 +329,13 @@ class TargetTask:
 class SPORun:
     """The whole SPO loop at toy scale: prioritised sampler, tracker with the KL odometer, learner."""
 
-    def __init__(self, seed: int = 0, layers: int = 2, lr: float = 1e-3, loss: LossConfig | None = None):
+    def __init__(self, seed: int = 0, layers: int = 2, lr: float = 1e-3, loss: dict | None = None):
         self.model = tiny_lm(layers, seed)
         self.task = TargetTask(self.model)
         self.tracker = ValueTracker()
         self.div = OdometerDivergence(self.tracker)
         self.sampler = PrioritizedSampler(self.tracker, self.task.prompt_ids, seed=seed)
-        self.learner = Learner(self.model, OptimizerConfig(lr=lr), loss or LossConfig(micro_batch_size=64))
+        self.learner = make_learner(self.model, dict(lr=lr), loss or dict(micro_batch_size=64))
 
     def step(self, batch: int = 16) -> float:
         ids = self.sampler.sample(batch)
@@ -357,7 +379,7 @@ def grpo_run(updates: int, layers: int = 2, seed: int = 0) -> tuple[float, float
     model = tiny_lm(layers, seed)
     task = TargetTask(model)
     sampler = UniformSampler(task.prompt_ids, seed=seed)
-    learner = Learner(model, OptimizerConfig(lr=1e-3), LossConfig(micro_batch_size=64))
+    learner = make_learner(model, dict(lr=1e-3), dict(micro_batch_size=64))
     start = task.success()
     for _ in range(updates):
         ids = [p for p in sampler.sample(4) for _ in range(4)]  # 4 prompts x G = 4
@@ -411,7 +433,7 @@ def test_checkpoint_round_trip_is_bit_exact() -> None:
 @pytest.mark.parametrize("mode", ["spo", "grpo"])
 def test_learning_on_a_four_layer_model(mode: str) -> None:
     if mode == "spo":
-        run = SPORun(layers=4, loss=LossConfig(micro_batch_size=64))
+        run = SPORun(layers=4, loss=dict(micro_batch_size=64))
         start = run.task.success()
         for _ in range(300):
             run.step()
@@ -431,8 +453,8 @@ def _distributed_worker(rank: int, world: int, init_file: str, out_dir: str) -> 
         model = tiny_lm()
         trajs = scored_batch(tiny_lm(), n=6)
         adv = np.linspace(-1, 1, len(trajs))
-        learner = Learner(
-            model, OptimizerConfig(lr=1e-2, eps=1.0, weight_decay=0.0), process_group=dist.group.WORLD
+        learner = make_learner(
+            model, dict(lr=1e-2, eps=1.0, weight_decay=0.0), process_group=dist.group.WORLD
         )
         st = learner.update(trajs[rank::world], adv[rank::world])
         torch.save({"params": params(model), "loss": st.loss, "kl": st.kl}, f"{out_dir}/rank{rank}.pt")
@@ -449,7 +471,7 @@ def test_two_rank_gloo_update_equals_single_process(tmp_path: Path) -> None:
     model = tiny_lm()
     start = params(model)
     trajs = scored_batch(tiny_lm(), n=6)
-    st = Learner(model, OptimizerConfig(lr=1e-2, eps=1.0, weight_decay=0.0)).update(
+    st = make_learner(model, dict(lr=1e-2, eps=1.0, weight_decay=0.0)).update(
         trajs, np.linspace(-1, 1, len(trajs))
     )
     for rank in range(2):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,7 @@ def test_spo_train_checkpoint_and_exact_resume(
     ckpt = latest_checkpoint(run / "checkpoints")
     assert ckpt is not None and ckpt.name == "step_000002"
     state = load_state(ckpt)
-    assert state["step"] == 2 and state["tracker"] and state["sampler"] and state["learner"]["optimizer"]
+    assert state["step"] == 2 and state["algorithm"]["tracker"] and state["sampler"] and state["learner"]["optimizer"]
     assert (tmp_path / "cache" / "offline_init").is_dir()  # offline init cached for reuse
 
     # A second run with the same name refuses to overwrite; --resume continues to step 3.
@@ -112,17 +113,17 @@ def test_spo_train_checkpoint_and_exact_resume(
     seen: dict[str, object] = {}
     original = trainer._train_step
 
-    async def spy(batch, learner, tracker, divergence, policy, model, step):  # type: ignore[no-untyped-def]
+    async def spy(batch):  # type: ignore[no-untyped-def]
         if "tracker" not in seen:  # the restored state, before the first resumed update
-            seen["tracker"] = copy.deepcopy(tracker.state_dict())
-            seen["optimizer"] = copy.deepcopy(learner.optimizer.state_dict())
-            seen["step"] = step
-        return await original(batch, learner, tracker, divergence, policy, model, step)
+            seen["tracker"] = copy.deepcopy(trainer.algorithm.tracker.state_dict())
+            seen["optimizer"] = copy.deepcopy(trainer.learner.optimizer.state_dict())
+            seen["step"] = trainer.step
+        return await original(batch)
 
     trainer._train_step = spy  # type: ignore[method-assign]
     result = trainer.run()
     assert result.steps == 3 and seen["step"] == 2
-    _assert_same(seen["tracker"], state["tracker"])
+    _assert_same(seen["tracker"], state["algorithm"]["tracker"])
     _assert_same(seen["optimizer"]["state"], state["learner"]["optimizer"]["state"])
     steps = [r["step"] for r in read_metrics(run / "metrics.jsonl") if "reward_mean" in r]
     assert steps == [1, 2, 3]
@@ -152,22 +153,24 @@ def test_loss_settings_reach_the_learner(
     micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import agentrl.learner
+    import agentrl.trainer
 
     seen, optimizers = [], []
 
     class Spy(agentrl.learner.Learner):
         def __init__(self, model, optimizer, loss, **kw):  # type: ignore[no-untyped-def]
-            seen.append(loss)
+            seen.append((loss, optimizer))
             super().__init__(model, optimizer, loss, **kw)
             optimizers.append(self.optimizer)
 
-    monkeypatch.setattr(agentrl.learner, "Learner", Spy)
+    monkeypatch.setattr(agentrl.trainer, "Learner", Spy)
     monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
     cfg = micro_config(micro_model, tmp_path / "runs", steps=1, name="ent")
     cfg.loss.entropy_coef, cfg.loss.aggregation, cfg.optim.epochs = -0.05, "seq-mean", 2
     cfg.optim.betas, cfg.optim.eps = (0.8, 0.95), 1e-6
     row = _train_rows(cfg, tmp_path)[0]
-    assert (seen[0].entropy_coef, seen[0].aggregation, seen[0].epochs) == (-0.05, "seq-mean", 2)
+    loss, optim = seen[0]
+    assert (loss.entropy_coef, loss.aggregation, optim.epochs) == (-0.05, "seq-mean", 2)
     assert row["learner/entropy"] > 0
     group = optimizers[0].param_groups[0]
     assert (group["betas"], group["eps"]) == ((0.8, 0.95), 1e-6)
@@ -222,7 +225,7 @@ def test_cli_config_errors_are_one_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"multiple of algo\.group_size"):
         config_from_args(p.parse_args(["--algo", "grpo", "rollout.batch_size=12"]))
     cfg = config_from_args(p.parse_args(["--algo", "grpo", "--env", "agentrl/KBSearch-v0"]))
-    assert cfg.name == "kbsearch-grpo" and cfg.algo.name == "grpo"
+    assert re.fullmatch(r"kbsearch-grpo-\d{8}-\d{6}", cfg.name) and cfg.algo.name == "grpo"
 
 
 def _as_dict(cfg: TrainConfig) -> dict:

@@ -89,14 +89,17 @@ class OdometerDivergence:
 
     name = "odometer"
 
-    def __init__(self, tracker: ValueTracker, odometer: KLOdometer | None = None) -> None:
+    def __init__(self, tracker: ValueTracker, odometer: KLOdometer | None = None, scale: float = 1.0) -> None:
+        if not (scale > 0 and math.isfinite(scale)):
+            raise ValueError(f"scale must be a finite number > 0, got {scale}")
         self.tracker = tracker
         self.odometer = odometer if odometer is not None else KLOdometer()
+        self.scale = float(scale)  # D = scale · summed KL: puts D on the replay estimator's scale
 
     def estimate(
         self, prompt_ids: Sequence[str], policy_versions: Sequence[int] | np.ndarray | None = None
     ) -> np.ndarray:
-        now = self.odometer.readings(policy_versions, len(prompt_ids))
+        now = self.scale * self.odometer.readings(policy_versions, len(prompt_ids))
         return np.abs(now - self.tracker.last_odometer(prompt_ids))
 
     def update_tracker(
@@ -108,7 +111,8 @@ class OdometerDivergence:
     ) -> np.ndarray:
         """Fold a batch into the tracker; returns the baselines v̂₋. Repeats within the batch see D≈0."""
         del trajectories
-        readings = self.odometer.readings(policy_versions, len(prompt_ids))
+        readings = self.scale * self.odometer.readings(policy_versions, len(prompt_ids))
+        self.last_estimate = np.abs(readings - self.tracker.last_odometer(prompt_ids))
         return self.tracker.update_batch(
             prompt_ids, rewards, None, odometer=readings, policy_versions=policy_versions
         )
@@ -131,34 +135,75 @@ def mean_abs_logprob_change(old: np.ndarray, new: np.ndarray, mask: np.ndarray) 
     return float(np.mean(np.abs(new[k] - old[k])))
 
 
-class ReplayDivergence:
-    """The recipe's estimator: re-score each prompt's last response under the current policy.
+def response_mask(t: Trajectory) -> list[int]:
+    """1 on every token after the first prompt (model, tool and environment tokens), 0 before."""
+    start = max(int(t.prompt_len), 1)
+    return [0] * min(start, len(t.token_ids)) + [1] * max(len(t.token_ids) - start, 0)
 
-    Stores token ids, loss mask and the log-probs the response had under the policy that produced
-    it. Prompts with no stored response get `unseen` (default inf, i.e. ρ = ρ_min: no evidence
-    that the old estimate is still valid).
+
+class ReplayDivergence:
+    """Re-score each prompt's last response under the current policy: D(x) = mean |Δ log p|.
+
+    Stores the response's token ids, a mask and reference log-probs. The options cover agentrl's
+    default and the reference recipe's way:
+
+    - `mask`: `"model"` (tokens the model sampled) or `"response"` (everything after the prompt,
+      tool tokens included, as the recipe does);
+    - `reference`: `"sampling"` (the log-probs the response was sampled with, stored when the batch
+      is folded in) or `"rescored"` (the trainer's own re-score right after the update that used
+      the response, stored by `remember_rescored`; both sides of D then come from the trainer);
+    - `unseen`: D for a prompt with no stored response: inf (ρ = ρ_min, no evidence that the old
+      estimate holds) or 0 (ρ = ρ_max, the recipe's first visit).
+
+    `score_fn` must score at the temperature the responses were sampled at.
     """
 
     name = "replay"
 
-    def __init__(self, tracker: ValueTracker, score_fn: ScoreFn, unseen: float = math.inf) -> None:
+    def __init__(
+        self,
+        tracker: ValueTracker,
+        score_fn: ScoreFn,
+        unseen: float = math.inf,
+        *,
+        mask: str = "model",
+        reference: str = "sampling",
+    ) -> None:
         if not (unseen >= 0):
             raise ValueError(f"unseen must be >= 0, got {unseen}")
+        if mask not in ("model", "response"):
+            raise ValueError(f"mask must be 'model' or 'response', got {mask!r}")
+        if reference not in ("sampling", "rescored"):
+            raise ValueError(f"reference must be 'sampling' or 'rescored', got {reference!r}")
         self.tracker = tracker
         self.score_fn = score_fn
         self.unseen = float(unseen)
+        self.mask = mask
+        self.reference = reference
         self._last: dict[str, Trajectory] = {}
 
+    def _store(self, t: Trajectory, logprobs: Sequence[float]) -> None:
+        self._last[t.prompt_id] = Trajectory(
+            prompt_id=t.prompt_id,
+            token_ids=list(t.token_ids),
+            loss_mask=list(t.loss_mask) if self.mask == "model" else response_mask(t),
+            logprobs=[float(x) for x in logprobs],
+            policy_version=t.policy_version,
+            prompt_len=t.prompt_len,
+        )
+
     def remember(self, trajectories: Sequence[Trajectory]) -> None:
+        """Store each trajectory with its sampling log-probs as the reference."""
         for t in trajectories:
-            self._last[t.prompt_id] = Trajectory(
-                prompt_id=t.prompt_id,
-                token_ids=list(t.token_ids),
-                loss_mask=list(t.loss_mask),
-                logprobs=list(t.logprobs),
-                policy_version=t.policy_version,
-                prompt_len=t.prompt_len,
-            )
+            self._store(t, t.logprobs)
+
+    def remember_rescored(self, trajectories: Sequence[Trajectory]) -> None:
+        """Store each trajectory with the current policy's re-score as the reference (call it right
+        after the update that used them)."""
+        last: dict[str, Trajectory] = {t.prompt_id: t for t in trajectories}  # a prompt's last sample
+        scores = self.score_fn(list(last.values()))
+        for t, s in zip(last.values(), scores, strict=True):
+            self._store(t, np.asarray(s, dtype=np.float64).tolist())
 
     def estimate(
         self, prompt_ids: Sequence[str], policy_versions: Sequence[int] | np.ndarray | None = None
@@ -191,8 +236,9 @@ class ReplayDivergence:
         """Estimate D, fold the batch into the tracker, then store the new responses."""
         d = self.estimate(prompt_ids, policy_versions)
         base = self.tracker.update_batch(prompt_ids, rewards, d, policy_versions=policy_versions)
-        if trajectories is not None:
+        if trajectories is not None and self.reference == "sampling":
             self.remember(trajectories)
+        self.last_estimate = d
         return base
 
     def state_dict(self) -> dict[str, Any]:
@@ -215,13 +261,20 @@ class ReplayDivergence:
 
 
 def make_divergence(
-    name: str, tracker: ValueTracker, *, score_fn: ScoreFn | None = None, odometer: KLOdometer | None = None
+    name: str,
+    tracker: ValueTracker,
+    *,
+    score_fn: ScoreFn | None = None,
+    odometer: KLOdometer | None = None,
+    scale: float = 1.0,
+    **replay: Any,
 ) -> OdometerDivergence | ReplayDivergence:
-    """Build the configured estimator: `"odometer"` (default) or `"replay"` (needs `score_fn`)."""
+    """Build the configured estimator: `"odometer"` (default; `scale` multiplies its readings) or
+    `"replay"` (needs `score_fn`; `replay` holds `unseen`, `mask` and `reference`)."""
     if name == "odometer":
-        return OdometerDivergence(tracker, odometer)
+        return OdometerDivergence(tracker, odometer, scale=scale)
     if name == "replay":
         if score_fn is None:
             raise ValueError("the replay divergence needs score_fn (e.g. a Learner's compute_logprobs)")
-        return ReplayDivergence(tracker, score_fn)
+        return ReplayDivergence(tracker, score_fn, **replay)
     raise ValueError(f"unknown divergence estimator {name!r}; expected 'odometer' or 'replay'")

@@ -11,7 +11,7 @@ from typing import Literal
 
 import torch
 
-Aggregation = Literal["token-mean", "seq-mean"]
+Aggregation = Literal["token-mean", "seq-mean", "constant"]
 
 
 def token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -88,11 +88,14 @@ def aggregate(
     *,
     num_tokens: float | None = None,
     num_seqs: float | None = None,
+    norm_tokens: float | None = None,
 ) -> torch.Tensor:
     """Reduce per-token values [B, T] to a scalar.
 
     `token-mean` divides the masked sum by `num_tokens`; `seq-mean` averages each sequence's token
-    mean, divided by `num_seqs`. Pass the counts of the whole mini-batch (across micro-batches and
+    mean, divided by `num_seqs`; `constant` (Dr. GRPO) divides each sequence's token sum by the
+    constant `norm_tokens`, then averages over `num_seqs`, so no sequence's length rescales its
+    tokens. Pass the counts of the whole mini-batch (across micro-batches and
     ranks) so accumulated micro-batch losses add up to the mini-batch loss.
     """
     mask = mask.to(values.dtype)
@@ -104,4 +107,10 @@ def aggregate(
         has_tokens = (mask.sum(-1) > 0).to(values.dtype)
         denom = float(has_tokens.sum()) if num_seqs is None else float(num_seqs)
         return (per_seq * has_tokens).sum() / max(denom, 1.0)
-    raise ValueError(f"aggregation must be 'token-mean' or 'seq-mean', got {mode!r}")
+    if mode == "constant":
+        if not norm_tokens or norm_tokens <= 0:
+            raise ValueError("aggregation 'constant' needs norm_tokens > 0")
+        has_tokens = (mask.sum(-1) > 0).to(values.dtype)
+        denom = float(has_tokens.sum()) if num_seqs is None else float(num_seqs)
+        return (values * mask).sum() / (max(denom, 1.0) * float(norm_tokens))
+    raise ValueError(f"aggregation must be 'token-mean', 'seq-mean' or 'constant', got {mode!r}")

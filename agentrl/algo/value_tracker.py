@@ -52,6 +52,9 @@ class ValueTracker:
         prior: `(α0, β0)` for prompts never seen, or `"global_mean"`: the mean v̂ over the
             prompts already tracked (0.5 when none), with `prior_strength` pseudo-counts.
         prior_strength: `α0 + β0` for the `"global_mean"` prior.
+        init_smoothing: `c` in the offline initialisation `v̂0 = (s + c)/(n + 2c)` for `s` summed
+            rewards over `n` samples; ½ (the reference recipe's add-½) keeps a prompt solved 0 of 8
+            times off exactly 0, where the prioritised sampler would all but never draw it. 0 gives `s/n`.
 
     Besides (α, β), every prompt stores the odometer reading and policy version of its last visit,
     which is all the `odometer` divergence estimator needs (O(1) memory per prompt).
@@ -64,6 +67,7 @@ class ValueTracker:
         d_half: float = 0.06,
         prior: tuple[float, float] | str = (0.5, 0.5),
         prior_strength: float = 1.0,
+        init_smoothing: float = 0.5,
     ) -> None:
         if not 0.0 < rho_min <= rho_max < 1.0:
             raise ValueError(f"need 0 < rho_min <= rho_max < 1, got {rho_min}, {rho_max}")
@@ -79,6 +83,9 @@ class ValueTracker:
             if a0 < 0 or b0 < 0 or a0 + b0 <= 0:
                 raise ValueError(f"prior counts must be >= 0 with a positive sum, got {prior}")
             prior = (a0, b0)
+        if not (init_smoothing >= 0 and np.isfinite(init_smoothing)):
+            raise ValueError(f"init_smoothing must be a finite number >= 0, got {init_smoothing}")
+        self.init_smoothing = float(init_smoothing)
         self.rho_min = float(rho_min)
         self.rho_max = float(rho_max)
         self.d_half = float(d_half)
@@ -318,7 +325,8 @@ class ValueTracker:
         odometer: float = 0.0,
         policy_version: int = 0,
     ) -> None:
-        """Initialise from n0 samples of the initial policy: α0 = N0·v̂0, β0 = N0·(1−v̂0), N0 = 1/(1−ρ_min)."""
+        """Initialise from n samples of the initial policy: v̂0 = (s + c)/(n + 2c) with c = init_smoothing,
+        then α0 = N0·v̂0, β0 = N0·(1−v̂0), N0 = 1/(1−ρ_min)."""
         self.init_offline_batch(
             [prompt_id],
             [np.asarray(rewards, dtype=np.float64)],
@@ -342,7 +350,8 @@ class ValueTracker:
             if arr.size == 0:
                 raise ValueError(f"init_offline needs at least one reward for {pid!r}")
             _check_rewards(arr)
-            means[i] = arr.mean()
+            c = self.init_smoothing
+            means[i] = (arr.sum() + c) / (arr.size + 2.0 * c)
         n0 = 1.0 / (1.0 - self.rho_min)
         rows = self.indices(prompt_ids, create=True)
         self._alpha[rows] = n0 * means
@@ -359,6 +368,7 @@ class ValueTracker:
             "d_half": self.d_half,
             "prior": list(self.prior) if isinstance(self.prior, tuple) else self.prior,
             "prior_strength": self.prior_strength,
+            "init_smoothing": self.init_smoothing,
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -383,6 +393,7 @@ class ValueTracker:
             d_half=cfg["d_half"],
             prior=prior if isinstance(prior, str) else tuple(prior),
             prior_strength=cfg["prior_strength"],
+            init_smoothing=cfg.get("init_smoothing", 0.0),  # checkpoints from before smoothing used s/n
         )
         ids = list(state["prompt_ids"])
         n = len(ids)
@@ -396,6 +407,7 @@ class ValueTracker:
             raise ValueError("tracker state has duplicate prompt ids")
         self.rho_min, self.rho_max, self.d_half = fresh.rho_min, fresh.rho_max, fresh.d_half
         self.prior, self.prior_strength = fresh.prior, fresh.prior_strength
+        self.init_smoothing = fresh.init_smoothing
         self._reset_storage(n)
         self._ids = ids
         self._index = {pid: i for i, pid in enumerate(ids)}

@@ -7,8 +7,9 @@ import importlib
 
 # subcommand -> (module, help). Each module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "train": ("agentrl.cli.train", "train a tool-using agent with SPO, GRPO or no-baseline PPO"),
+    "train": ("agentrl.cli.train", "train a tool-using agent with SPO, GRPO, RLOO, Dr. GRPO or no-baseline"),
     "eval": ("agentrl.cli.eval", "held-out avg@k, pass@k and maj@k of a checkpoint or model"),
+    "plot": ("agentrl.cli.plot", "overlay runs' metrics (reward, KL, entropy, ...) on the same axes"),
     "envs": ("agentrl.cli.envs", "list the registered environments with their tools and task counts"),
     "simulate": ("agentrl.cli.simulate", "run the rollout scheduler on simulated episodes in virtual time"),
 }
@@ -21,7 +22,16 @@ def main(argv: list[str] | None = None) -> int:
         p = sub.add_parser(name, help=help_)
         p.set_defaults(_module=module)
         importlib.import_module(module).add_arguments(p)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    # `key=value` overrides may come before and after flags (`train a=1 --algo rloo b=2`)
+    if (
+        extra
+        and isinstance(getattr(args, "overrides", None), list)
+        and all("=" in e and not e.startswith("-") for e in extra)
+    ):
+        args.overrides += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if args.command is None:
         parser.print_help()
         return 2

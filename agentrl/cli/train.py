@@ -1,29 +1,50 @@
-"""`agentrl train`: command-line flags, config loading, and the run's summary line."""
+"""`agentrl train`: flags and overrides → a checked `TrainConfig` → `Trainer`, and the summary line.
+
+Everything a user can get wrong is checked here, before a model loads or a run folder is made: each
+problem ends the command with one line that names the field or file, and exit status 2.
+
+`--resume` continues a run from its own saved `config.yaml`: only the overrides given on the command
+line change it, and a different env, model or algorithm is refused.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import time
 from dataclasses import replace
+from pathlib import Path
 
-from agentrl.config import ConfigError, load_config
-from agentrl.train_config import TrainConfig
-from agentrl.trainer import Trainer
+from agentrl.config import ConfigError, from_dict, load_config, load_file, to_dict
+from agentrl.train_config import TrainConfig, default_run_name
 
-# ---- `agentrl train` ----------------------------------------------------------------------------
+PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", help="a YAML or TOML file of settings (see agentrl/train_config.py)")
-    p.add_argument("--algo", choices=["spo", "grpo", "no_baseline"], help="shorthand for algo.name=")
-    p.add_argument("--env", help="any registered gymnasium id (shorthand for env.id=)")
-    p.add_argument("--model", help="tiny | smollm2-135m | HF id or path (shorthand for model.name=)")
+    p.add_argument(
+        "--config",
+        help="a YAML or TOML file of settings, or a preset shipped with agentrl: "
+        + ", ".join(sorted(f.stem for f in PRESETS_DIR.glob("*.yaml"))),
+    )
+    p.add_argument("--algo", help="shorthand for algo.name= (spo, grpo, rloo, drgrpo, no_baseline, ...)")
+    p.add_argument("--env", help="a registered gymnasium id, or module:Id to import module first")
+    p.add_argument("--model", help="tiny | smollm2-135m | a model directory | an HF id (model.name=)")
     p.add_argument("--backend", choices=["hf", "openai", "vllm"], help="shorthand for model.backend=")
     p.add_argument("--regime", choices=["sync", "async"], help="shorthand for rollout.regime=")
-    p.add_argument("--resume", action="store_true", help="continue from the run's latest checkpoint")
+    p.add_argument("--resume", action="store_true", help="continue run name=NAME from its latest checkpoint")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
 
 
+def _config_path(name: str) -> Path:
+    preset = PRESETS_DIR / f"{name}.yaml"
+    if not Path(name).exists() and preset.is_file():
+        return preset
+    return Path(name)
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's config from flags, file and overrides; raises ConfigError (one line) on any problem."""
     overrides = list(args.overrides)
     for flag, key in (
         ("algo", "algo.name"),
@@ -35,14 +56,118 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
-    cfg = load_config(TrainConfig, args.config, overrides)
-    if args.algo and not any(o.startswith("name=") for o in args.overrides) and cfg.name == TrainConfig.name:
-        env_short = cfg.env.id.split("/")[-1].split("-")[0].lower()
-        cfg = replace(cfg, name=f"{env_short}-{cfg.algo.name}")
+    path = _config_path(args.config) if args.config else None
+    if getattr(args, "resume", False):
+        cfg = _resumed_config(path, overrides)
+    else:
+        cfg = load_config(TrainConfig, path, overrides)
+        if not cfg.name:
+            cfg = replace(cfg, name=_fresh_name(cfg))
+    check(cfg)
     return cfg
 
 
+def _fresh_name(cfg: TrainConfig) -> str:
+    """`<env>-<algo>-<timestamp>`, with a counter if that folder exists: a new run never reuses one."""
+    base = default_run_name(cfg.env.id, cfg.algo.name, time.strftime("%Y%m%d-%H%M%S"))
+    name, i = base, 1
+    while (Path(cfg.run_root) / name).exists():
+        i += 1
+        name = f"{base}-{i}"
+    return name
+
+
+def _resumed_config(path: Path | None, overrides: list[str]) -> TrainConfig:
+    """The run's saved config, then the file and overrides given now; identity fields may not change."""
+    given = load_config(TrainConfig, path, overrides)  # validates the overrides' keys and values
+    if not given.name:
+        raise ConfigError("name: --resume needs the run's name (name=NAME)")
+    saved_path = Path(given.run_root) / given.name / "config.yaml"
+    if not saved_path.is_file():
+        raise ConfigError(f"{saved_path}: no such run to resume (start it without --resume)")
+    saved = from_dict(TrainConfig, load_file(saved_path))
+    cfg = load_config(TrainConfig, path, overrides, base=to_dict(saved))
+    for key in ("env.id", "model.name", "algo.name"):
+        section, field = key.split(".")
+        old, new = getattr(getattr(saved, section), field), getattr(getattr(cfg, section), field)
+        if old != new:
+            raise ConfigError(
+                f"{key}: run {given.name} was trained with {old!r}; --resume cannot change it to {new!r} "
+                "(start a new run instead)"
+            )
+    return cfg
+
+
+def check(cfg: TrainConfig) -> None:
+    """Cross-field and outside-world checks that need no model: algorithm, env, model, backend."""
+    from agentrl.algorithms import get_algorithm
+
+    try:
+        algo = get_algorithm(cfg.algo.name)
+    except ValueError as e:
+        raise ConfigError(f"algo.name: {e}") from None
+    if algo.mode == "group" and cfg.rollout.batch_size % cfg.algo.group_size:
+        raise ConfigError(
+            f"rollout.batch_size ({cfg.rollout.batch_size}) must be a multiple of algo.group_size "
+            f"({cfg.algo.group_size}) for {cfg.algo.name}"
+        )
+    _check_env(cfg.env.id)
+    _check_model(cfg.model.name)
+    if cfg.model.backend == "openai" and not cfg.model.endpoints:
+        raise ConfigError(
+            "model.endpoints: the openai backend needs at least one server URL (model.endpoints=[...])"
+        )
+
+
+def _check_env(env_id: str) -> None:
+    import gymnasium
+
+    import agentrl.envs  # noqa: F401  (registers the bundled envs)
+
+    try:
+        if ":" in env_id:  # gymnasium's `module:Id` form: importing the module registers the env
+            module, _, env_id = env_id.partition(":")
+            importlib.import_module(module)
+        gymnasium.spec(env_id)
+    except ModuleNotFoundError as e:
+        raise ConfigError(f"env.id: cannot import {e.name!r} for {env_id!r}") from None
+    except gymnasium.error.Error as e:
+        raise ConfigError(f"env.id: {str(e).splitlines()[0]}") from None
+
+
+def _check_model(name: str) -> None:
+    from agentrl.models import EMBEDDED_MODELS
+
+    if name in EMBEDDED_MODELS:
+        return
+    path = Path(name)
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ConfigError(f"model.name: {path} has no config.json (not a saved model directory)")
+        if not any(
+            (path / f).is_file() for f in ("tokenizer.json", "tokenizer_config.json", "tokenizer.model")
+        ):
+            raise ConfigError(
+                f"model.name: {path} has no tokenizer (tokenizer.json or tokenizer_config.json)"
+            )
+        return
+    if name.count("/") != 1:
+        raise ConfigError(
+            f"model.name: unknown model {name!r}; use one of {', '.join(EMBEDDED_MODELS)}, a model "
+            "directory, or a Hugging Face id like org/name"
+        )
+    from huggingface_hub import try_to_load_from_cache
+
+    if not isinstance(try_to_load_from_cache(name, "config.json"), str):
+        raise ConfigError(
+            f"model.name: {name!r} is not in the local Hugging Face cache and nothing is downloaded "
+            "during training; fetch it first (huggingface-cli download) or pass a model directory"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    from agentrl.trainer import Trainer
+
     try:
         cfg = config_from_args(args)
     except ConfigError as e:

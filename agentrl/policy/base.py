@@ -110,8 +110,28 @@ def untie_for_reload(path: Path) -> dict[str, torch.Tensor] | None:
     embed = next((n for n in sorted(names) if n.endswith("embed_tokens.weight")), None)
     if "lm_head.weight" in names or embed is None:
         return None
-    from agentrl.policy.hf import load_weights_dir
-
     state = load_weights_dir(path)
     state["lm_head.weight"] = state[embed].clone()
+    return state
+
+
+def load_weights_dir(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a `save_pretrained` directory's weights (safetensors, sharded or not, or a .bin)."""
+    path = Path(path)
+    import torch
+
+    if path.is_file():
+        files = [path]
+    else:
+        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
+    if not files:
+        raise FileNotFoundError(f"no *.safetensors or pytorch_model*.bin weights found in {path}")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        if f.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state.update(load_file(str(f)))
+        else:
+            state.update(torch.load(f, map_location="cpu", weights_only=True))
     return state

@@ -27,14 +27,20 @@ import threading
 from collections import deque
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from agentrl.chat import stop_token_ids as default_stop_ids
-from agentrl.policy.base import PolicyError, PolicyTimeoutError, WeightsSource, check_prompt
+from agentrl.modeling import cache_kwarg
+from agentrl.policy.base import (
+    PolicyError,
+    PolicyTimeoutError,
+    WeightsSource,
+    check_prompt,
+    load_weights_dir,
+)
 from agentrl.policy.kv_store import KVEntry, PrefixKVStore
 from agentrl.types import Generation, SamplingParams
 
@@ -98,15 +104,6 @@ def sample_token(
     return toks[0], lps[0]
 
 
-def cache_kwarg(model: Any) -> str:
-    """Name of the KV-cache argument of `model.forward`: `cache` (transformers >= 5.2x) or the older
-    `past_key_values`."""
-    import inspect
-
-    params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
-
-
 @torch.inference_mode()
 def rescore(model: Any, token_ids: Sequence[int], temperature: float = 1.0) -> list[float]:
     """Log-prob of every token given the ones before it (0.0 for the first), in one unpadded forward.
@@ -119,26 +116,6 @@ def rescore(model: Any, token_ids: Sequence[int], temperature: float = 1.0) -> l
     logits = model(input_ids=ids).logits[0, :-1].float() / (temperature or 1.0)
     logp = torch.log_softmax(logits, dim=-1).gather(-1, ids[0, 1:, None])[:, 0]
     return [0.0, *logp.tolist()]
-
-
-def load_weights_dir(path: str | Path) -> dict[str, torch.Tensor]:
-    """Read a `save_pretrained` directory's weights (safetensors, sharded or not, or a .bin)."""
-    path = Path(path)
-    if path.is_file():
-        files = [path]
-    else:
-        files = sorted(path.glob("*.safetensors")) or sorted(path.glob("pytorch_model*.bin"))
-    if not files:
-        raise FileNotFoundError(f"no *.safetensors or pytorch_model*.bin weights found in {path}")
-    state: dict[str, torch.Tensor] = {}
-    for f in files:
-        if f.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state.update(load_file(str(f)))
-        else:
-            state.update(torch.load(f, map_location="cpu", weights_only=True))
-    return state
 
 
 class HFPolicy:

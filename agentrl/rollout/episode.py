@@ -210,7 +210,13 @@ async def run_episode(
             turn.tool_s = loop.time() - t1
             return finalize(Status.ENV_ERROR, f"env step failed: {type(e).__name__}: {e}")
         turn.tool_s = loop.time() - t1
-        turn.tool_calls = len(step_info.get("tool_results") or ())
+        results = step_info.get("tool_results") or ()
+        turn.tool_calls = len(results)
+        errors = sum(1 for r in results if isinstance(r, dict) and not r.get("ok", True))
+        if errors:
+            traj.info["tool_errors"] = traj.info.get("tool_errors", 0) + errors
+        if isinstance(step_info.get("shaping"), int | float):  # an env's optional shaping reward
+            traj.info["shaping"] = traj.info.get("shaping", 0.0) + float(step_info["shaping"])
         out.context(eot)
         turn.n_env_tokens = len(eot)
         traj.reward = float(reward)

@@ -58,6 +58,7 @@ from agentrl.rollout.metrics import (
     prompt_bias,
     staleness_histogram,
 )
+from agentrl.train_config import SchedulerConfig
 from agentrl.types import Status, Trajectory
 
 log = logging.getLogger(__name__)
@@ -86,117 +87,6 @@ class RunnerFailingError(SchedulerError):
 
 class AccountingError(AssertionError):
     """Launched episodes and their recorded fates do not add up (a scheduler bug)."""
-
-
-@dataclass
-class SchedulerConfig:
-    """How to launch and keep episodes. `validate()` runs on construction and names bad fields."""
-
-    mode: str = "stream"  # "stream" (SPO) | "group" (GRPO)
-    batch_size: int = 32  # B trajectories per batch
-    group_size: int = 8  # G, group mode only
-    max_concurrency: int | None = None  # generation slots; None = unlimited
-    regime: str = "sync"  # "sync" | "async"
-    overprovision: float = 1.0  # sync: launch k·B/G units per round, keep the first B/G
-    max_staleness: int | None = None  # async admission bound, in policy versions
-    stale_policy: str = "drop"  # over-stale at batch time: "drop" (and requeue prompt) | "keep"
-    admission: str = "pace"  # async: "pace" launches to honour max_staleness; "none" relies on stale_policy
-    max_buffered_batches: int | None = (
-        None  # async back-pressure: stop launching while this many batches wait
-    )
-    episode_timeout: float | None = None  # seconds; a timed-out episode is recorded, not raised
-    group_deadline: float | None = None  # seconds from a group's launch; needs straggler_policy
-    straggler_policy: str = "wait"  # "wait" | "drop" (whole group) | "partial" (finished members)
-    min_group_size: int | None = None  # fewest trainable members a unit may keep; default 2 (group), 1
-    max_retries: int = 1  # relaunches of a failed episode's prompt (same group)
-    watchdog_s: float | None = 1800.0  # stop if nothing finishes for this long while work is pending
-    max_consecutive_failures: int | None = 100
-    shutdown_timeout: float = 10.0  # real/virtual seconds aclose() waits for cancelled episodes
-    bias_window: int = 4096  # most recent ended episodes the bias metric looks at
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    @property
-    def unit_size(self) -> int:
-        return self.group_size if self.mode == "group" else 1
-
-    @property
-    def units_per_batch(self) -> int:
-        return self.batch_size // self.unit_size
-
-    @property
-    def min_unit(self) -> int:
-        if self.min_group_size is not None:
-            return self.min_group_size
-        return min(2, self.unit_size)
-
-    def validate(self) -> None:
-        def bad(msg: str) -> None:
-            raise ValueError(f"SchedulerConfig: {msg}")
-
-        if self.mode not in ("stream", "group"):
-            bad(f"mode must be 'stream' or 'group', got {self.mode!r}")
-        if self.regime not in ("sync", "async"):
-            bad(f"regime must be 'sync' or 'async', got {self.regime!r}")
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
-            bad(f"batch_size must be a positive int, got {self.batch_size!r}")
-        if self.mode == "group":
-            if not isinstance(self.group_size, int) or self.group_size < 2:
-                bad(f"group_size must be an int >= 2 in group mode, got {self.group_size!r}")
-            if self.batch_size % self.group_size:
-                bad(f"batch_size {self.batch_size} is not a multiple of group_size {self.group_size}")
-        if self.max_concurrency is not None and (
-            not isinstance(self.max_concurrency, int) or self.max_concurrency < 1
-        ):
-            bad(f"max_concurrency must be None (unlimited) or an int >= 1, got {self.max_concurrency!r}")
-        if not (isinstance(self.overprovision, int | float) and self.overprovision >= 1):
-            bad(f"overprovision must be a number >= 1, got {self.overprovision!r}")
-        if self.regime == "async" and self.overprovision != 1:
-            bad(
-                "overprovision applies to the sync regime (launch k x a batch, keep the first); async keeps slots busy"
-            )
-        if self.max_staleness is not None and (
-            not isinstance(self.max_staleness, int) or self.max_staleness < 0
-        ):
-            bad(f"max_staleness must be None or an int >= 0, got {self.max_staleness!r}")
-        if self.admission not in ("pace", "none"):
-            bad(f"admission must be 'pace' or 'none', got {self.admission!r}")
-        if (
-            self.regime == "async"
-            and self.max_concurrency is None
-            and (self.max_staleness is None or self.admission == "none")
-        ):
-            bad(
-                "the async regime needs max_concurrency, or max_staleness with admission='pace'; else it launches without bound"
-            )
-        if self.max_buffered_batches is not None and self.max_buffered_batches < 1:
-            bad(f"max_buffered_batches must be None or >= 1, got {self.max_buffered_batches!r}")
-        if self.stale_policy not in ("drop", "keep"):
-            bad(f"stale_policy must be 'drop' or 'keep', got {self.stale_policy!r}")
-        for name in ("episode_timeout", "group_deadline", "watchdog_s"):
-            v = getattr(self, name)
-            if v is not None and not (isinstance(v, int | float) and v > 0 and math.isfinite(v)):
-                bad(f"{name} must be None or a positive number of seconds, got {v!r}")
-        if self.straggler_policy not in ("wait", "drop", "partial"):
-            bad(f"straggler_policy must be 'wait', 'drop' or 'partial', got {self.straggler_policy!r}")
-        if self.group_deadline is not None and self.mode != "group":
-            bad("group_deadline applies to group mode; use episode_timeout in stream mode")
-        if (self.group_deadline is None) != (self.straggler_policy == "wait"):
-            bad(
-                "straggler_policy 'drop'/'partial' needs a group_deadline, and 'wait' takes none "
-                f"(got straggler_policy={self.straggler_policy!r}, group_deadline={self.group_deadline!r})"
-            )
-        if self.min_group_size is not None and not 1 <= self.min_group_size <= self.unit_size:
-            bad(f"min_group_size must be in [1, {self.unit_size}], got {self.min_group_size!r}")
-        if not isinstance(self.max_retries, int) or self.max_retries < 0:
-            bad(f"max_retries must be an int >= 0, got {self.max_retries!r}")
-        if self.max_consecutive_failures is not None and self.max_consecutive_failures < 1:
-            bad(f"max_consecutive_failures must be None or >= 1, got {self.max_consecutive_failures!r}")
-        if self.shutdown_timeout <= 0:
-            bad(f"shutdown_timeout must be > 0, got {self.shutdown_timeout!r}")
-        if self.bias_window < 1:
-            bad(f"bias_window must be >= 1, got {self.bias_window!r}")
 
 
 @dataclass

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from agentrl.envs.calculator import CalculatorEnv
-from agentrl.learner import Learner, LossConfig, OptimizerConfig
+from agentrl.learner import Learner
+from agentrl.train_config import LossConfig, OptimConfig
 from agentrl.models import load_model
 from agentrl.policy.hf import HFPolicy
 from agentrl.rollout.episode import run_episode
@@ -80,8 +81,8 @@ def main() -> None:
     )
     learner = Learner(
         model,
-        OptimizerConfig(lr=1e-12),
-        LossConfig(num_minibatches=1, micro_batch_size=16, aggregation=aggregation),
+        OptimConfig(lr=1e-12, mini_batches=1, micro_batch_size=16),
+        LossConfig(aggregation=aggregation),
         pad_id=tok.pad_token_id,
     )
     grads: dict[str, torch.Tensor] = {}

@@ -24,7 +24,7 @@ def _tracker() -> ValueTracker:
 
 
 def test_weights_hand_computed() -> None:
-    t = ValueTracker()
+    t = ValueTracker(init_smoothing=0.0)  # v0 = s/n
     t.init_offline("half", [1, 0])  # v = .5, N = 8
     t.init_offline("zero", [0, 0])  # v = 0
     t.init_offline("three8", [1, 1, 1, 0, 0, 0, 0, 0])  # v = 3/8
@@ -71,12 +71,12 @@ def test_deterministic_for_a_seed_and_resumable() -> None:
 
 
 def test_sampler_follows_tracker_changes_and_reloads() -> None:
-    t = ValueTracker()
+    t = ValueTracker(init_smoothing=0.0)  # v0 = s/n
     s = PrioritizedSampler(t, ["a", "b"], eps=0.05)
     np.testing.assert_allclose(s.weights(), [0.55, 0.55])
     t.init_offline("a", [1, 1])  # v = 1 -> weight eps only
     np.testing.assert_allclose(s.weights(), [0.05, 0.55])
-    other = ValueTracker()
+    other = ValueTracker(init_smoothing=0.0)
     other.init_offline("b", [0, 0])
     t.load_state_dict(other.state_dict())  # indices change meaning: the cache must refresh
     np.testing.assert_allclose(s.weights(), [0.55, 0.05])
@@ -116,3 +116,17 @@ def test_errors() -> None:
         make_sampler("prioritized", ["a"])
     assert isinstance(make_sampler("uniform", ["a"]), UniformSampler)
     assert PrioritizedSampler(t, ["a", "b"]).sample(2) in (["a", "b"], ["b", "a"])
+
+
+def test_recipe_smoothing_keeps_unsolved_prompts_in_play() -> None:
+    """Add-1/2: a prompt solved 0 of 8 times starts at 1/18, so it is drawn by its sqrt(v(1-v)) too."""
+    t = ValueTracker()  # init_smoothing = 0.5, the reference recipe's
+    t.init_offline("zero", [0] * 8)  # v0 = 0.5 / 9
+    t.init_offline("all", [1] * 8)  # v0 = 8.5 / 9
+    s = PrioritizedSampler(t, ["zero", "all"], eps=0.05)
+    v = 0.5 / 9
+    np.testing.assert_allclose(s.weights(), [np.sqrt(v * (1 - v)) + 0.05] * 2)
+    raw = ValueTracker(init_smoothing=0.0)
+    raw.init_offline("zero", [0] * 8)
+    ratio = s.weights()[0] / PrioritizedSampler(raw, ["zero"], eps=0.05).weights()[0]
+    assert ratio == pytest.approx((np.sqrt(v * (1 - v)) + 0.05) / 0.05)  # about 5.6x more often

@@ -69,7 +69,7 @@ def test_steady_state_n_eff(d: float, rho: float) -> None:
 
 
 def test_offline_init_hand_computed() -> None:
-    t = ValueTracker(rho_min=0.875)
+    t = ValueTracker(rho_min=0.875, init_smoothing=0.0)
     t.init_offline("x", [1, 1, 0, 0, 0, 0, 0, 1])  # v0 = 3/8, N0 = 1/(1-.875) = 8
     assert t.counts("x") == pytest.approx((3.0, 5.0))
     assert t.value("x") == pytest.approx(0.375)
@@ -78,7 +78,7 @@ def test_offline_init_hand_computed() -> None:
 
 
 def test_global_mean_prior() -> None:
-    t = ValueTracker(prior="global_mean", prior_strength=2.0)
+    t = ValueTracker(prior="global_mean", prior_strength=2.0, init_smoothing=0.0)
     assert t.value("new") == 0.5
     t.init_offline_batch(["a", "b"], [[1, 1, 1, 1], [1, 0, 0, 0]])  # means 1.0 and .25
     assert t.value("new") == pytest.approx(0.625)
@@ -196,3 +196,25 @@ def test_state_is_under_100_bytes_per_prompt() -> None:
     t.update_batch(ids, np.ones(n), np.zeros(n), odometer=np.zeros(n), policy_versions=np.ones(n, dtype=int))
     size = len(pickle.dumps(t.state_dict(), protocol=pickle.HIGHEST_PROTOCOL))
     assert size / n < 100, f"{size / n:.1f} bytes per prompt"
+
+
+@pytest.mark.parametrize(
+    ("c", "rewards", "v0"),
+    [
+        (0.5, [1, 1, 0, 0, 0, 0, 0, 1], 3.5 / 9),
+        (0.5, [0] * 8, 0.5 / 9),
+        (1.0, [1, 0], 2 / 4),
+        (0.5, [0.25, 0.75, 1.0], 2.5 / 4),
+    ],
+)
+def test_offline_init_smoothing_hand_computed(c: float, rewards: list[float], v0: float) -> None:
+    """v0 = (s + c) / (n + 2c) with the same N0 = 1/(1 - rho_min) = 8."""
+    t = ValueTracker(rho_min=0.875, init_smoothing=c)
+    t.init_offline("x", rewards)
+    assert t.value("x") == pytest.approx(v0)
+    assert t.counts("x") == pytest.approx((8 * v0, 8 * (1 - v0)))
+    assert t.n_eff("x") == pytest.approx(8.0)
+    u = ValueTracker.from_state_dict(t.state_dict())
+    assert u.init_smoothing == c and u.value("x") == pytest.approx(v0)
+    with pytest.raises(ValueError, match="init_smoothing"):
+        ValueTracker(init_smoothing=-1.0)

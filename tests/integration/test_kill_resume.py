@@ -65,23 +65,24 @@ def test_kill_dash_nine_then_resume(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     seen: dict[str, object] = {}
     original = resumed._train_step
 
-    async def spy(batch, learner, tracker, divergence, policy, model_, step):  # type: ignore[no-untyped-def]
+    async def spy(batch):  # type: ignore[no-untyped-def]
         if not seen:
+            algo = resumed.algorithm
             seen.update(
-                step=step,
-                tracker=copy.deepcopy(tracker.state_dict()),
-                optimizer=copy.deepcopy(learner.optimizer.state_dict()),
-                divergence=copy.deepcopy(divergence.state_dict()),
+                step=resumed.step,
+                tracker=copy.deepcopy(algo.tracker.state_dict()),  # type: ignore[attr-defined]
+                optimizer=copy.deepcopy(resumed.learner.optimizer.state_dict()),
+                divergence=copy.deepcopy(algo.divergence.state_dict()),  # type: ignore[attr-defined]
                 prompts=[t.prompt_id for t in batch.trajectories],
             )
-        return await original(batch, learner, tracker, divergence, policy, model_, step)
+        return await original(batch)
 
     resumed._train_step = spy  # type: ignore[method-assign]
     monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))  # restored after the test
     result = resumed.run()
     assert seen["step"] == k and result.steps == k + 2
-    _assert_same(seen["tracker"], state["tracker"])
+    _assert_same(seen["tracker"], state["algorithm"]["tracker"])
     _assert_same(seen["optimizer"], state["learner"]["optimizer"])
-    _assert_same(seen["divergence"], state["divergence"])
+    _assert_same(seen["divergence"], state["algorithm"]["divergence"])
     steps = [r["step"] for r in read_metrics(runs / "killme" / "metrics.jsonl") if "reward_mean" in r]
     assert steps == list(range(1, k + 3))  # nothing lost, nothing counted twice
