@@ -142,12 +142,15 @@ def test_spo_recipe_preset_loads(tmp_path: Path) -> None:
 def test_plot_overlays_runs_and_wandb_logs_offline(
     micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("wandb")
+    wandb = pytest.importorskip("wandb")
     monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")
     runs = tmp_path / "runs"
-    assert train(micro_model, runs, "name=a", "steps=1", "log.wandb=true") == 0
+    try:
+        assert train(micro_model, runs, "name=a", "steps=1", "log.wandb=true") == 0
+    finally:
+        wandb.teardown()  # stop wandb's service process, which outlives runs
     assert any((runs / "a" / "wandb").glob("offline-run-*"))  # the offline run is on disk
     assert train(micro_model, runs, "name=b", "steps=1", "--algo", "rloo", "algo.group_size=2") == 0
     out = tmp_path / "cmp"

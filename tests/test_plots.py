@@ -16,7 +16,12 @@ def test_plots_are_written_from_metrics(tmp_path) -> None:
             if s % 2 == 0:
                 row["eval/success"] = 0.2 + s / 10
             log.log(s, row)
-    paths = plot_run(tmp_path, tracker_values=[0.1, 0.5, 0.9])
+    from agentrl.algorithms import get_algorithm
+
+    panels = (*get_algorithm("spo").panels, *get_algorithm("grpo").panels)
+    paths = plot_run(tmp_path, panels=panels, tracker_values=[0.1, 0.5, 0.9])
     names = sorted(p.name for p in paths)
-    assert names == ["degenerate_groups.png", "reward.png", "tracker_rho_neff.png", "tracker_values.png"]
+    # panels whose metrics the run never logged (KL, entropy, D(x), ...) are skipped
+    assert names == ["degenerate.png", "reward.png", "tracker.png", "tracker_values.png"]
+    assert plot_run(tmp_path) == [tmp_path / "plots" / "reward.png"]  # no algorithm panels: none drawn
     assert all(p.stat().st_size > 1000 for p in paths)
