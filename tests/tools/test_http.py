@@ -100,7 +100,8 @@ def base(server: _Server) -> str:
     return f"http://127.0.0.1:{server.server_address[1]}"
 
 
-FAST = {"backoff_base": 0.01, "backoff_max": 0.05}
+LOCAL = {"allow": ["127.0.0.1"]}  # loopback is refused unless allowed
+FAST = {"backoff_base": 0.01, "backoff_max": 0.05, **LOCAL}
 
 
 async def test_post_sends_json_body_and_headers(base: str) -> None:
@@ -118,9 +119,9 @@ async def test_get_sends_query_string(base: str) -> None:
 
 
 async def test_result_field_extraction(base: str) -> None:
-    assert (await HttpTool(f"{base}/answer", result_field="result.items.0")({})).content == "first"
-    assert (await HttpTool(f"{base}/answer", result_field="result.items.1.deep")({})).content == "42"
-    missing = await HttpTool(f"{base}/answer", result_field="result.nope")({})
+    assert (await HttpTool(f"{base}/answer", result_field="result.items.0", **LOCAL)({})).content == "first"
+    assert (await HttpTool(f"{base}/answer", result_field="result.items.1.deep", **LOCAL)({})).content == "42"
+    missing = await HttpTool(f"{base}/answer", result_field="result.nope", **LOCAL)({})
     assert not missing.ok and "expected field 'result.nope'" in missing.content
 
 
@@ -183,9 +184,9 @@ async def test_connection_refused_is_retried_then_reported() -> None:
 
 
 async def test_long_and_empty_replies(base: str) -> None:
-    long = await HttpTool(f"{base}/long", max_response_chars=100)({})
+    long = await HttpTool(f"{base}/long", max_response_chars=100, **LOCAL)({})
     assert long.content.startswith("x" * 100) and "truncated: 9900 more characters" in long.content
-    assert (await HttpTool(f"{base}/empty")({})).content == "(empty reply)"
+    assert (await HttpTool(f"{base}/empty", **LOCAL)({})).content == "(empty reply)"
 
 
 async def test_shared_client_and_per_instance_schema(base: str) -> None:
@@ -202,6 +203,7 @@ async def test_shared_client_and_per_instance_schema(base: str) -> None:
             description="Search the remote KB.",
             parameters=schema,
             client=client,
+            **LOCAL,
         )
         box = ToolBox([tool])
         ok = await box.call(ToolCall("kb_service", {"query": "x"}))
@@ -214,14 +216,14 @@ async def test_shared_client_and_per_instance_schema(base: str) -> None:
 
 
 def test_backoff_is_seeded_exponential_and_capped() -> None:
-    a = HttpTool("http://127.0.0.1:1/", backoff_base=0.5, backoff_max=2.0, seed=7)
-    b = HttpTool("http://127.0.0.1:1/", backoff_base=0.5, backoff_max=2.0, seed=7)
+    a = HttpTool("http://127.0.0.1:1/", backoff_base=0.5, backoff_max=2.0, seed=7, **LOCAL)
+    b = HttpTool("http://127.0.0.1:1/", backoff_base=0.5, backoff_max=2.0, seed=7, **LOCAL)
     delays = [a.backoff(i) for i in range(1, 7)]
     assert delays == [b.backoff(i) for i in range(1, 7)]
     for i, d in enumerate(delays, 1):
         ceiling = min(2.0, 0.5 * 2 ** (i - 1))
         assert ceiling / 2 <= d <= ceiling
-    c = HttpTool("http://127.0.0.1:1/", backoff_base=0.5, backoff_max=2.0, seed=8)
+    c = HttpTool("http://127.0.0.1:1/", backoff_base=0.5, backoff_max=2.0, seed=8, **LOCAL)
     assert [c.backoff(i) for i in range(1, 7)] != delays
 
 
