@@ -66,8 +66,8 @@ def address_problem(ip: IPAddress) -> str | None:
         ("loopback", ip.is_loopback),
         ("link-local", ip.is_link_local),
         ("multicast", ip.is_multicast),
-        ("private", ip.is_private),
         ("reserved", ip.is_reserved),
+        ("private", ip.is_private),
         ("not globally routable", not ip.is_global),
     )
     return next((why for why, hit in checks if hit), None)
@@ -282,6 +282,8 @@ class HttpTool(Tool):
     async def _read_body(self, response: httpx.Response) -> tuple[bytes, bool]:
         """Up to max_response_bytes of the decoded body; stops reading (and never buffers) past it."""
         cap = self.max_response_bytes
+        if response.is_stream_consumed:  # a transport that hands over a decoded body in memory (mocks)
+            return response.content[:cap], len(response.content) > cap
         coding = response.headers.get("content-encoding", "identity").strip().lower()
         if coding in ("gzip", "x-gzip", "deflate"):
             inflate = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib framing
