@@ -488,3 +488,15 @@ async def test_get_keeps_the_urls_own_query_string(base: str) -> None:
     assert not clash.ok and "'key' is fixed by the http service's URL" in clash.content
     post = json.loads((await HttpTool(f"{base}/echo?key=abc", **FAST)({"q": "x"})).content)
     assert post["query"] == {"key": "abc"} and post["body"] == {"q": "x"}
+
+
+async def test_https_to_a_name_keeps_the_name_for_tls_and_host(monkeypatch: pytest.MonkeyPatch) -> None:
+    _fake_dns(monkeypatch, [["93.184.216.34"]])
+    recorder = _Recorder()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
+        result = await HttpTool("HTTPS://api.example.com/v1?x=1", method="GET", client=client)({"q": "a"})
+    assert result.ok
+    (sent,) = recorder.requests
+    assert str(sent.url) == "https://93.184.216.34/v1?x=1&q=a"
+    assert sent.headers["host"] == "api.example.com"
+    assert sent.extensions["sni_hostname"] == "api.example.com"  # the certificate is checked for the name
