@@ -30,7 +30,7 @@ import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import SplitResult, parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
@@ -174,7 +174,7 @@ class HttpTool(Tool):
 
     # --- addresses ---------------------------------------------------------------------------------
 
-    def _check_url(self, url: str) -> Any:
+    def _check_url(self, url: str) -> SplitResult:
         try:
             split = urlsplit(url)
             split.port  # noqa: B018  # raises on a malformed port
