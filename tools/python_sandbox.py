@@ -12,6 +12,12 @@ gets a user namespace whose sandbox uid maps to its own uid, so the limit holds.
 map the sandbox to uid 0 that way, so instead bwrap runs privileged without a user namespace and the
 bootstrap drops to a spare unprivileged host uid (one per concurrent run) before touching user code.
 
+Two more layers stop code from reaching kernel features that isolation does not cover. A seccomp
+filter (`agentrl.tools.seccomp`, loaded by bwrap with `--seccomp`) answers EPERM to namespace
+creation, ptrace, mount, the key store, eBPF, perf events, kernel modules and the like, in both
+modes. In the user-namespace mode bwrap's `--disable-userns` (bubblewrap >= 0.8) also forbids any
+nested user namespace, so `unshare(CLONE_NEWUSER | CLONE_NEWNS)` followed by `mount` fails twice over.
+
 Without bubblewrap the tool refuses to start unless `unsafe_local=True` is passed explicitly.
 """
 
@@ -30,12 +36,13 @@ import sys
 import sysconfig
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any, ClassVar
 
 from agentrl.tools.base import Tool, ToolError
+from agentrl.tools.seccomp import native_arch, sandbox_filter
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +164,6 @@ def _interpreter() -> str:
 _USERNS_FLAGS = (
     "--unshare-all",  # user, pid, net, ipc, uts, cgroup: no network, own process tree
     "--unshare-user",
-    "--disable-userns",
     "--uid",
     str(SANDBOX_UID),
     "--gid",
@@ -209,22 +215,55 @@ _UID_POOL = _UidPool()
 
 
 @functools.cache
-def _probe_bwrap(bwrap: str) -> str | None:
-    """None if bwrap can build a sandbox here, else why not (e.g. user namespaces disabled)."""
+def _supports_disable_userns(bwrap: str) -> bool:
+    """Whether this bubblewrap has `--disable-userns` (added in 0.8)."""
     try:
-        proc = subprocess.run(
-            [bwrap, *_namespace_flags(), "--die-with-parent", "--ro-bind", "/", "/", "true"],
-            capture_output=True,
-            timeout=10,
-            check=False,
-        )
+        proc = subprocess.run([bwrap, "--help"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return b"--disable-userns" in proc.stdout + proc.stderr
+
+
+@contextlib.contextmanager
+def _seccomp_fd() -> Iterator[int]:
+    """A readable pipe holding the seccomp filter, for bwrap's `--seccomp FD` (it reads to EOF)."""
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, sandbox_filter())  # under 1 KiB: far below a pipe's buffer
+    finally:
+        os.close(write_end)
+    try:
+        yield read_end
+    finally:
+        os.close(read_end)
+
+
+@functools.cache
+def _probe_bwrap(bwrap: str, seccomp: bool = True) -> str | None:
+    """None if bwrap can build a sandbox here, else why not (e.g. user namespaces disabled)."""
+    flags = _namespace_flags(_supports_disable_userns(bwrap))
+    try:
+        with _seccomp_fd() as fd:
+            extra = ["--seccomp", str(fd)] if seccomp else []
+            proc = subprocess.run(
+                [bwrap, *flags, *extra, "--die-with-parent", "--ro-bind", "/", "/", "true"],
+                capture_output=True,
+                timeout=10,
+                check=False,
+                pass_fds=(fd,),
+            )
     except (OSError, subprocess.TimeoutExpired) as e:
         return str(e)
     return None if proc.returncode == 0 else proc.stderr.decode(errors="replace").strip()
 
 
-def _namespace_flags() -> tuple[str, ...]:
-    return _ROOT_FLAGS if os.geteuid() == 0 else _USERNS_FLAGS
+def _namespace_flags(disable_userns: bool, root: bool | None = None) -> tuple[str, ...]:
+    """bwrap's namespace flags for a root or an unprivileged caller (default: this process)."""
+    if root is None:
+        root = os.geteuid() == 0
+    if root:
+        return _ROOT_FLAGS
+    return _USERNS_FLAGS + (("--disable-userns",) if disable_userns else ())
 
 
 def _env(pythonpath: Sequence[str]) -> dict[str, str]:
@@ -255,14 +294,20 @@ def bwrap_command(
     ro_paths: Sequence[str],
     pythonpath: Sequence[str],
     drop_to_uid: int | None = None,
+    *,
+    seccomp_fd: int | None = None,
+    disable_userns: bool = True,
 ) -> list[str]:
     """The full bwrap argv: read-only system, private /tmp, own namespaces, limits set at start.
 
-    `drop_to_uid` is for root callers (see `_ROOT_FLAGS`); others get a user namespace.
+    `drop_to_uid` is for root callers (see `_ROOT_FLAGS`); others get a user namespace, with nested
+    ones forbidden if `disable_userns`. `seccomp_fd` is a readable fd holding the seccomp filter,
+    which the caller must pass on to bwrap.
     """
     cmd = [
         bwrap,
-        *(_USERNS_FLAGS if drop_to_uid is None else _ROOT_FLAGS),
+        *_namespace_flags(disable_userns, root=drop_to_uid is not None),
+        *(["--seccomp", str(seccomp_fd)] if seccomp_fd is not None else []),
         "--die-with-parent",
         "--new-session",
         "--hostname",
@@ -356,6 +401,7 @@ async def run_sandboxed(
     limits: SandboxLimits,
     cwd: str | None = None,
     env: dict[str, str] | None = None,
+    pass_fds: Sequence[int] = (),
 ) -> RunResult:
     """Start `argv`, feed `code` on stdin, collect capped output, and kill the group at the deadline.
 
@@ -371,6 +417,7 @@ async def run_sandboxed(
         start_new_session=True,  # own process group: one killpg reaches everything it started
         cwd=cwd,
         env=env,
+        pass_fds=tuple(pass_fds),
     )
     assert proc.stdin and proc.stdout and proc.stderr
     out, err = bytearray(), bytearray()
@@ -467,7 +514,13 @@ class PythonTool(Tool):
         self.pythonpath = _site_packages()
         self.unsafe_local = unsafe_local
         self.bwrap = bwrap or shutil.which("bwrap")
-        problem = "`bwrap` not found on PATH" if self.bwrap is None else _probe_bwrap(self.bwrap)
+        # the seccomp filter knows x86_64 and aarch64; elsewhere the namespaces must do on their own
+        self.seccomp = native_arch() is not None
+        if not self.seccomp:
+            log.warning("PythonTool: no seccomp filter for this architecture; namespaces only")
+        problem = (
+            "`bwrap` not found on PATH" if self.bwrap is None else _probe_bwrap(self.bwrap, self.seccomp)
+        )
         if problem is not None:
             if not unsafe_local:
                 raise RuntimeError(f"PythonTool cannot sandbox code: {problem}. To fix, {INSTALL_HINT}")
@@ -487,24 +540,33 @@ class PythonTool(Tool):
             raise ValueError(f"PythonTool: read-only paths must be existing absolute paths: {missing}")
         self._ro_paths = list(dict.fromkeys(ro))
 
-    def command(self, drop_to_uid: int | None = None) -> list[str]:
+    def command(self, drop_to_uid: int | None = None, seccomp_fd: int | None = None) -> list[str]:
         """The argv that runs one piece of code (exposed for inspection and tests)."""
         if self.bwrap is None:
             return [self.python, "-s", "-B", "-c", _BOOTSTRAP, *self.limits.rlimit_args()]
         return bwrap_command(
-            self.bwrap, self.python, self.limits, self._ro_paths, self.pythonpath, drop_to_uid
+            self.bwrap,
+            self.python,
+            self.limits,
+            self._ro_paths,
+            self.pythonpath,
+            drop_to_uid,
+            seccomp_fd=seccomp_fd,
+            disable_userns=_supports_disable_userns(self.bwrap),
         )
 
     async def execute(self, code: str) -> RunResult:
         """Run `code` once under the limits; the result carries raw output and how it ended."""
         if self.bwrap is not None:
-            if os.geteuid() != 0:
-                return await run_sandboxed(self.command(), code, self.limits)
-            uid = _UID_POOL.acquire()
+            uid = _UID_POOL.acquire() if os.geteuid() == 0 else None
             try:
-                return await run_sandboxed(self.command(uid), code, self.limits)
+                with contextlib.ExitStack() as stack:
+                    fd = stack.enter_context(_seccomp_fd()) if self.seccomp else None
+                    argv = self.command(uid, seccomp_fd=fd)
+                    return await run_sandboxed(argv, code, self.limits, pass_fds=() if fd is None else (fd,))
             finally:
-                _UID_POOL.release(uid)
+                if uid is not None:
+                    _UID_POOL.release(uid)
         with tempfile.TemporaryDirectory(prefix="agentrl-py-") as tmp:
             env = _env(self.pythonpath) | {"HOME": tmp, "TMPDIR": tmp, "MPLCONFIGDIR": tmp}
             return await run_sandboxed(self.command(), code, self.limits, cwd=tmp, env=env)

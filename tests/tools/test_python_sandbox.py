@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from agentrl.tools import ToolBox, ToolCall
+from agentrl.tools import ToolBox, ToolCall, seccomp
 from agentrl.tools import python_sandbox as sb
 from agentrl.tools.python_sandbox import PythonTool, SandboxLimits
 
@@ -302,6 +302,175 @@ async def test_caller_timeout_kills_the_sandbox() -> None:
     assert _children_alive() == []
 
 
+# --- kernel hardening: no new namespaces, no mounts, and the seccomp filter's denials -------------
+
+_SYSCALL = r"""
+import ctypes, errno, json, os, sys
+libc = ctypes.CDLL(None, use_errno=True)
+libc.syscall.restype = ctypes.c_long
+def sc(nr, *args):
+    args = [ctypes.c_long(a) for a in args]
+    r = libc.syscall(ctypes.c_long(nr), *args)
+    e = ctypes.get_errno()
+    return "ok" if r >= 0 else errno.errorcode.get(e, str(e))
+"""
+
+# x86_64 / aarch64 numbers of the calls exercised below by name
+_NR = {
+    "x86_64": {
+        "clone": 56,
+        "clone3": 435,
+        "ptrace": 101,
+        "keyctl": 250,
+        "add_key": 248,
+        "bpf": 321,
+        "setns": 308,
+    },
+    "aarch64": {
+        "clone": 220,
+        "clone3": 435,
+        "ptrace": 117,
+        "keyctl": 219,
+        "add_key": 217,
+        "bpf": 280,
+        "setns": 268,
+    },
+}
+needs_filter = pytest.mark.skipif(seccomp.native_arch() is None, reason="no seccomp table for this CPU")
+CLONE_NEWNS, CLONE_NEWUSER = 0x00020000, 0x10000000
+_NEW_FLAGS = {"newuser": CLONE_NEWUSER, "newns": CLONE_NEWNS, "newnet": 0x40000000, "newpid": 0x20000000}
+
+
+async def _json_run(tool: PythonTool, body: str) -> dict[str, str]:
+    code = _SYSCALL + f"NR = {json.dumps(_NR.get(seccomp.native_arch() or '', {}))}\n" + body
+    ok, out = await run(tool, code + "\nprint(json.dumps(res))")
+    assert ok, out
+    result: dict[str, str] = json.loads(out.strip().splitlines()[-1])
+    return result
+
+
+@needs_bwrap
+async def test_seccomp_filter_is_loaded(tool: PythonTool) -> None:
+    ok, out = await run(tool, "print([l for l in open('/proc/self/status') if l.startswith('Seccomp:')])")
+    assert ok and "Seccomp:\\t2" in out, out  # mode 2: a filter
+
+
+@needs_bwrap
+async def test_cannot_unshare_user_and_mount_namespaces_then_mount(tool: PythonTool) -> None:
+    body = (
+        "res = {}\n"
+        f"res['unshare'] = 'ok' if libc.unshare({CLONE_NEWUSER | CLONE_NEWNS}) == 0 "
+        "else errno.errorcode[ctypes.get_errno()]\n"
+        "os.makedirs('/tmp/m', exist_ok=True)\n"
+        "r = libc.mount(b'none', b'/tmp/m', b'tmpfs', 0, None)\n"
+        "res['mount'] = 'ok' if r == 0 else errno.errorcode[ctypes.get_errno()]\n"
+        "r = libc.mount(b'none', b'/tmp', b'tmpfs', 0, None)\n"
+        "res['mount_tmp'] = 'ok' if r == 0 else errno.errorcode[ctypes.get_errno()]\n"
+        f"for flag, bit in {_NEW_FLAGS!r}.items():\n"
+        "    res[flag] = 'ok' if libc.unshare(bit) == 0 else errno.errorcode[ctypes.get_errno()]\n"
+        "res['setns'] = sc(NR['setns'], os.open('/proc/self/ns/uts', os.O_RDONLY), 0)\n"
+    )
+    res = await _json_run(tool, body)
+    assert res == {
+        "unshare": "EPERM",
+        "mount": "EPERM",
+        "mount_tmp": "EPERM",
+        **dict.fromkeys(_NEW_FLAGS, "EPERM"),
+        "setns": "EPERM",
+    }
+
+
+@needs_bwrap
+@needs_filter
+async def test_clone_into_new_namespaces_is_refused_and_clone3_falls_back(tool: PythonTool) -> None:
+    body = (
+        "res = {}\n"
+        "for name, flags in (('newuser', 0x10000000), ('newns', 0x20000), ('newnet', 0x40000000)):\n"
+        "    r = libc.syscall(ctypes.c_long(NR['clone']), ctypes.c_long(flags | 17), None, None, None, None)\n"
+        "    if r == 0:\n"
+        "        os._exit(0)  # a child in a new namespace: must never happen\n"
+        "    res[name] = 'ok' if r > 0 else errno.errorcode[ctypes.get_errno()]\n"
+        "res['clone3'] = sc(NR['clone3'], 0, 0)\n"
+    )
+    res = await _json_run(tool, body)
+    assert res == {"newuser": "EPERM", "newns": "EPERM", "newnet": "EPERM", "clone3": "ENOSYS"}
+
+
+@needs_bwrap
+@needs_filter
+async def test_ptrace_keyctl_and_bpf_are_refused(tool: PythonTool) -> None:
+    body = (
+        "res = {}\n"
+        "r, w = os.pipe()\n"
+        "child = os.fork()\n"
+        "if child == 0:  # ask to be traced by the parent\n"
+        "    os.write(w, sc(NR['ptrace'], 0, 0, 0, 0).encode()); os._exit(0)\n"
+        "os.waitpid(child, 0)\n"
+        "res['ptrace_traceme'] = os.read(r, 100).decode()\n"
+        "child = os.fork()\n"
+        "if child == 0:\n"
+        "    import time; time.sleep(5); os._exit(0)\n"
+        "res['ptrace_attach'] = sc(NR['ptrace'], 16, child, 0, 0)\n"  # PTRACE_ATTACH
+        "res['ptrace_peek'] = sc(NR['ptrace'], 1, child, 0, 0)\n"  # PTRACE_PEEKTEXT
+        "os.kill(child, 9); os.waitpid(child, 0)\n"
+        "res['keyctl_session'] = sc(NR['keyctl'], 0, -3, 1)\n"  # KEYCTL_GET_KEYRING_ID, session, create
+        "res['keyctl_join'] = sc(NR['keyctl'], 1, 0)\n"  # KEYCTL_JOIN_SESSION_KEYRING
+        "k = ctypes.create_string_buffer(b'user'); d = ctypes.create_string_buffer(b'x')\n"
+        "res['add_key'] = sc(NR['add_key'], ctypes.addressof(k), ctypes.addressof(d), ctypes.addressof(d), 1, -3)\n"
+        "attr = ctypes.create_string_buffer(struct.pack('IIII', 2, 4, 4, 1) + bytes(112))\n"  # ARRAY map
+        "res['bpf_map_create'] = sc(NR['bpf'], 0, ctypes.addressof(attr), 128)\n"
+    )
+    res = await _json_run(tool, "import struct\n" + body)
+    assert res == {
+        "ptrace_traceme": "EPERM",
+        "ptrace_attach": "EPERM",
+        "ptrace_peek": "EPERM",
+        "keyctl_session": "EPERM",
+        "keyctl_join": "EPERM",
+        "add_key": "EPERM",
+        "bpf_map_create": "EPERM",
+    }
+
+
+@needs_bwrap
+@needs_filter
+async def test_every_denied_call_gets_eperm(tool: PythonTool) -> None:
+    """The whole table, called with zero arguments: each answer is the filter's, not the kernel's."""
+    index = 0 if seccomp.native_arch() == "x86_64" else 1
+    # ptrace(0) would trace this process and is covered above; the rest are harmless with zeros
+    numbers = {n: nrs[index] for n, nrs in seccomp.DENIED.items() if nrs[index] is not None and n != "ptrace"}
+    body = f"res = {{name: sc(nr, 0, 0, 0, 0, 0, 0) for name, nr in {numbers!r}.items()}}\n"
+    res = await _json_run(tool, body)
+    assert res == dict.fromkeys(numbers, "EPERM")
+
+
+@needs_bwrap
+async def test_foreign_syscall_abi_kills_the_process(tool: PythonTool) -> None:
+    if seccomp.native_arch() != "x86_64":
+        pytest.skip("the x32 ABI exists on x86_64 only")
+    code = _SYSCALL + "print('before', flush=True)\nprint(sc(0x40000000 | 39))"  # x32 getpid
+    ok, out = await run(tool, code)
+    assert not ok and "killed by SIGSYS" in out and "before" in out
+
+
+@needs_bwrap
+async def test_threads_subprocesses_and_fork_still_work(tool: PythonTool) -> None:
+    code = (
+        "import os, subprocess, sys, threading\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "with ThreadPoolExecutor(4) as ex:\n"
+        "    squares = list(ex.map(lambda i: i * i, range(8)))\n"
+        "t = threading.Thread(target=lambda: None); t.start(); t.join()\n"
+        "child = subprocess.run([sys.executable, '-c', 'print(6 * 7)'], capture_output=True, text=True)\n"
+        "pid = os.fork()\n"
+        "if pid == 0:\n"
+        "    os._exit(3)\n"
+        "_, status = os.waitpid(pid, 0)\n"
+        "print(sum(squares), child.stdout.strip(), os.waitstatus_to_exitcode(status))"
+    )
+    assert await run(tool, code) == (True, "140 42 3\n")
+
+
 @pytest.mark.integration
 @needs_bwrap
 async def test_real_fork_bomb_is_contained() -> None:
@@ -353,6 +522,10 @@ def test_command_shape() -> None:
     assert "RLIMIT_NPROC=16" in cmd and f"RLIMIT_AS={512 << 20}" in cmd
     user_cmd = PythonTool(TIGHT).command()
     assert "--unshare-user" in user_cmd and "--disable-userns" in user_cmd
+    assert "--seccomp" not in user_cmd
+    filtered = PythonTool(TIGHT).command(drop_to_uid=1234, seccomp_fd=7)
+    assert filtered[filtered.index("--seccomp") + 1] == "7"
+    assert "--disable-userns" not in filtered  # it needs --unshare-user; the filter covers root mode
 
 
 def test_limits_validation() -> None:
@@ -369,6 +542,18 @@ import asyncio, json, site, sys
 site.addsitedir(sys.argv[1])
 from agentrl.tools.python_sandbox import PythonTool, SandboxLimits
 
+USERNS = '''
+import ctypes, os
+
+libc = ctypes.CDLL(None, use_errno=True)
+if libc.unshare(0x10000000 | 0x00020000) != 0:
+    print("unshare", os.strerror(ctypes.get_errno()))
+else:
+    os.makedirs("/tmp/m", exist_ok=True)
+    r = libc.mount(b"none", b"/tmp/m", b"tmpfs", 0, None)
+    print("MOUNTED" if r == 0 else "mount " + os.strerror(ctypes.get_errno()))
+'''
+
 async def main():
     tool = PythonTool(SandboxLimits(wall_s=5, cpu_s=2, max_processes=12), python=sys.executable)
     codes = {
@@ -377,12 +562,16 @@ async def main():
         "            time.sleep(2); os._exit(0)\n        n += 1\nexcept OSError:\n    print(n)",
         "net": "import socket; socket.create_connection(('127.0.0.1', 9), timeout=2)",
         "dev": "open('/dev/x', 'w')",
+        "userns": USERNS,
     }
     out = {}
     for key, code in codes.items():
         r = await tool({"code": code})
         out[key] = [r.ok, r.content]
-    print(json.dumps({"cmd": tool.command()[:6], "out": out}))
+    tool.seccomp = False  # --disable-userns on its own must hold as well
+    r = await tool({"code": USERNS})
+    out["userns_without_filter"] = [r.ok, r.content]
+    print(json.dumps({"cmd": tool.command(seccomp_fd=9)[:12], "out": out}))
 
 asyncio.run(main())
 """
@@ -414,8 +603,14 @@ def test_unprivileged_caller_mode_holds_the_limits() -> None:
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert "--unshare-user" in report["cmd"]
+    assert "--unshare-user" in report["cmd"] and "--seccomp" in report["cmd"]
+    disable_userns = sb._supports_disable_userns(_BWRAP or "bwrap")
+    assert ("--disable-userns" in report["cmd"]) == disable_userns
     out = report["out"]
+    assert out["userns"] == [True, "unshare Operation not permitted\n"]
+    if disable_userns:  # bwrap caps nested user namespaces at zero: ENOSPC, and no mount
+        ok, text = out["userns_without_filter"]
+        assert ok and text.startswith("unshare") and "MOUNTED" not in text, text
     assert out["hello"] == [True, "4\n"]
     assert out["fork"][0] and int(out["fork"][1]) < 12
     assert not out["net"][0] and "ConnectionRefusedError" in out["net"][1]
