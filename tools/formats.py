@@ -127,7 +127,8 @@ def _parse_json_calls(
                 out.errors.append(f"tool call {n} {problem}")
             else:
                 add_call(out, item, n, args_keys, what)
-    left_open = open_at is not None and '"name"' in text[open_at:]
+    tail = max(open_at, spans[-1][1] if spans else 0) if open_at is not None else len(text)
+    left_open = '"name"' in text[tail:]
     return out, left_open
 
 
