@@ -17,6 +17,7 @@ always `<answer>...</answer>`. Every parser is linear in the length of the text 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -177,9 +178,14 @@ class JsonFormat(ToolFormat):
 
 
 MISTRAL_CALLS, MISTRAL_ARGS, MISTRAL_CALL_ID = "[TOOL_CALLS]", "[ARGS]", "[CALL_ID]"
+_BARE_MISTRAL = re.compile(r"\s*([A-Za-z_][\w.-]{0,63})\s*(?=\{)")
 
 
 class MistralFormat(ToolFormat):
+    """`[TOOL_CALLS]` and `[ARGS]` are special tokens in Mistral tokenizers, and text decoded with
+    `skip_special_tokens=True` loses them; so a reply with no marker that starts with a JSON list or
+    object, or with `name{...}`, is read as if the marker were there."""
+
     name = "mistral"
     call_example = '[TOOL_CALLS][{"name": "TOOL", "arguments": {...}}]'
 
@@ -189,7 +195,14 @@ class MistralFormat(ToolFormat):
         out = ParsedAction(text=text)
         find_answer(text, out)
         n = 0
-        for segment in text.split(MISTRAL_CALLS)[1:]:
+        segments = text.split(MISTRAL_CALLS)[1:]
+        if not segments:  # `[TOOL_CALLS]`/`[ARGS]` are special tokens, which decoding may have dropped
+            bare = _BARE_MISTRAL.match(text)
+            if text.lstrip()[:1] in ("[", "{"):
+                segments = [text]
+            elif bare:
+                segments = [f"{bare.group(1)}{MISTRAL_ARGS}{text[bare.end(1) :]}"]
+        for segment in segments:
             found: list[tuple[Any, str | None]] = []
             body = segment.lstrip()
             if body[:1] in ("[", "{"):  # [TOOL_CALLS][{...}, ...]

@@ -49,6 +49,8 @@ def test_each_format_round_trips_calls_and_answers(name: str) -> None:
         ("mistral", '[TOOL_CALLS] [{"name": "f", "arguments": {"a": 1}}]', [("f", {"a": 1})]),
         ("mistral", '[TOOL_CALLS]f[ARGS]{"a": 1}[TOOL_CALLS]g[ARGS] {}', [("f", {"a": 1}), ("g", {})]),
         ("mistral", '[TOOL_CALLS]f[CALL_ID]abc123xyz[ARGS]{"a": [1, "]"]}', [("f", {"a": [1, "]"]})]),
+        ("mistral", '[{"name": "f", "arguments": {"a": 1}}]', [("f", {"a": 1})]),  # marker decoded away
+        ("mistral", 'f{"a": 1}', [("f", {"a": 1})]),  # [TOOL_CALLS]f[ARGS]{...}, markers decoded away
         ("json", 'Sure: {"name": "f", "arguments": {"a": "}"}} and {"x": 1}', [("f", {"a": "}"})]),
         ("json", '[{"name": "f", "arguments": {}}, {"name": "g", "arguments": {}}]', [("f", {}), ("g", {})]),
     ],
