@@ -104,14 +104,17 @@ def show(value: object, limit: int = MAX_ECHO_CHARS) -> str:
         return f"<{type(value).__name__}>"
 
 
-def tagged_blocks(text: str, open_tag: str, close_tag: str) -> tuple[list[str], bool]:
+def tagged_blocks(
+    text: str, open_tag: str, close_tag: str, limit: int | None = None
+) -> tuple[list[str], bool]:
     """The bodies of `open_tag ... close_tag` blocks, leftmost-shortest, and whether a tag is left open.
 
-    One forward pass with `str.find`, so it is linear in `len(text)` however many tags there are.
+    One forward pass with `str.find`, so it is linear in `len(text)` however many tags there are;
+    with `limit`, it stops after that many blocks.
     """
     bodies: list[str] = []
     pos = 0
-    while True:
+    while limit is None or len(bodies) < limit:
         start = text.find(open_tag, pos)
         if start < 0:
             return bodies, False
@@ -120,10 +123,12 @@ def tagged_blocks(text: str, open_tag: str, close_tag: str) -> tuple[list[str], 
             return bodies, True
         bodies.append(text[start + len(open_tag) : end])
         pos = end + len(close_tag)
+    return bodies, False
 
 
 def json_depth(text: str) -> int:
-    """The deepest bracket nesting in `text`, outside JSON strings; linear in its length."""
+    """The deepest bracket nesting in `text`, outside JSON strings, counted up to one past
+    `MAX_JSON_DEPTH` (deeper text is refused anyway); linear in its length."""
     if text.count("[") + text.count("{") <= MAX_JSON_DEPTH:
         return min(text.count("[") + text.count("{"), MAX_JSON_DEPTH)
     depth = deepest = 0
@@ -142,6 +147,8 @@ def json_depth(text: str) -> int:
         elif c in "[{":
             depth += 1
             deepest = max(deepest, depth)
+            if deepest > MAX_JSON_DEPTH:
+                break
         elif c in "]}":
             depth = max(depth - 1, 0)
     return deepest
@@ -231,7 +238,7 @@ def parse_action(text: str, max_calls: int = 8) -> ParsedAction:
         return ParsedAction(text=str(text), errors=[f"the action must be text, got {type(text).__name__}"])
     out = ParsedAction(text=text)
     find_answer(text, out)
-    bodies, unclosed = tagged_blocks(text, CALL_OPEN, CALL_CLOSE)
+    bodies, unclosed = tagged_blocks(text, CALL_OPEN, CALL_CLOSE, limit=max_calls + 1)
     for i, raw in enumerate(bodies, 1):
         if i > max_calls:
             out.errors.append(f"too many tool calls in one turn (limit {max_calls}); the rest were ignored")
