@@ -105,8 +105,10 @@ PLAIN = "{% for m in messages %}<|im_start|>{{ m.role }}\n{{ m.content }}<|im_en
 
 @pytest.mark.parametrize(
     ("template", "name"),
-    [(QWEN, "hermes"), (LLAMA, "llama3"), (LLAMA_PY, "llama3"), (MISTRAL, "mistral"), (GENERIC, "json")]
-    + [(PLAIN, "hermes"), (None, "hermes"), ("", "hermes")],
+    [
+        *[(QWEN, "hermes"), (LLAMA, "llama3"), (LLAMA_PY, "llama3"), (MISTRAL, "mistral")],
+        *[(GENERIC, "json"), (PLAIN, "hermes"), (None, "hermes"), ("", "hermes")],
+    ],
 )
 def test_detect_tool_format(template: str | None, name: str) -> None:
     assert detect_tool_format(template) == name
