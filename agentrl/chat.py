@@ -7,6 +7,10 @@ generation prompt. The last two are found by rendering the conversation with the
 template and taking the text suffix after what is already there, so any template works, and the
 model's own tokens are kept even where the template would render its turn differently.
 
+Tool calls follow one format per model (`agentrl.tools.formats`): `resolve_tool_format` turns the
+`model.tool_format` setting ("auto" detects it from the chat template) into a format name, and a
+template that ignores `tools=` gets the schemas in a system-prompt preamble written in that format.
+
 `CHATML_TOOLS_TEMPLATE` is the template of the embedded `tiny` model: ChatML with Qwen2.5-style
 tool rendering (tool schemas inside `<tools>` in the system turn, tool results as
 `<tool_response>` blocks in a user turn).
@@ -14,9 +18,10 @@ tool rendering (tool schemas inside `<tools>` in the system turn, tool results a
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+from agentrl.tools.formats import TOOL_FORMATS, detect_tool_format, get_tool_format
 
 Message = Mapping[str, Any]
 
@@ -52,25 +57,37 @@ _PROBE_ASSISTANT = "PROBE-ASSISTANT-7f3a"
 _PROBE_TOOL = "probe_tool_7f3a"
 
 
-def tools_preamble(tools: Sequence[Mapping[str, Any]]) -> str:
-    """Hermes-style tool description, for templates that ignore the `tools` argument."""
-    lines = "\n".join(json.dumps(t) for t in tools)
-    return (
-        "# Tools\n\nYou may call one or more functions. Their signatures are inside <tools></tools>:\n"
-        f"<tools>\n{lines}\n</tools>\n\nFor each call, write a JSON object with the name and arguments "
-        'inside <tool_call></tool_call> tags:\n<tool_call>{"name": <function-name>, "arguments": '
-        "<args-json-object>}</tool_call>"
-    )
+TOOL_FORMAT_SETTINGS = ("auto", *TOOL_FORMATS)
+
+
+def tools_preamble(tools: Sequence[Mapping[str, Any]], tool_format: str = "hermes") -> str:
+    """Tool schemas and how to call them in `tool_format`, for templates that ignore `tools`."""
+    return get_tool_format(tool_format).preamble(tools)
+
+
+def resolve_tool_format(setting: str, tokenizer: Any = None, chat_template: str | None = None) -> str:
+    """The tool-call format a run uses: `setting` itself, or with "auto" the one the chat template
+    (given, or the tokenizer's) teaches. An unknown setting is a one-line error naming the field."""
+    if setting == "auto":
+        return detect_tool_format(chat_template or getattr(tokenizer, "chat_template", None))
+    if setting not in TOOL_FORMATS:
+        raise ValueError(
+            f"model.tool_format: unknown tool-call format {setting!r}; "
+            f"expected one of {', '.join(TOOL_FORMAT_SETTINGS)}"
+        )
+    return setting
 
 
 class ChatFormat:
     """Renders conversations with a tokenizer's chat template and tokenises them incrementally.
 
-    Templates that ignore `tools` get the tool schemas written into the system message; templates
-    that reject the `tool` role get tool results as `<tool_response>` user messages.
+    Templates that ignore `tools` get the tool schemas written into the system message, in the
+    resolved `tool_format`; templates that reject the `tool` role get tool results as
+    `<tool_response>` user messages. `tool_format` is the resolved format name and `tools_rendering`
+    says how tools reach the model: "native" (the template's own `tools=`) or "preamble".
     """
 
-    def __init__(self, tokenizer: Any, chat_template: str | None = None) -> None:
+    def __init__(self, tokenizer: Any, chat_template: str | None = None, tool_format: str = "auto") -> None:
         self.tokenizer = tokenizer
         self.chat_template = chat_template or getattr(tokenizer, "chat_template", None)
         if not self.chat_template:
@@ -78,7 +95,9 @@ class ChatFormat:
                 f"tokenizer {type(tokenizer).__name__} has no chat template; pass chat_template= "
                 "(agentrl.chat.CHATML_TOOLS_TEMPLATE is a ChatML template with tool support)"
             )
+        self.tool_format = resolve_tool_format(tool_format, chat_template=self.chat_template)
         self.native_tools = self._probe_native_tools()
+        self.tools_rendering = "native" if self.native_tools else "preamble"
         self.native_tool_role = self._probe_tool_role()
         self.assistant_tail = self._probe_assistant_tail()
         self.stop_token_ids = stop_token_ids(tokenizer)
@@ -97,7 +116,7 @@ class ChatFormat:
                 for m in msgs
             ]
         if tools and not self.native_tools:
-            preamble = tools_preamble(tools)
+            preamble = tools_preamble(tools, self.tool_format)
             if msgs and msgs[0].get("role") == "system":
                 msgs[0] = {**msgs[0], "content": f"{msgs[0]['content']}\n\n{preamble}"}
             else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import dataclasses
 import logging
 import string
 from collections.abc import Callable, Coroutine, Mapping, Sequence
@@ -25,13 +26,16 @@ from gymnasium.utils import seeding
 
 from agentrl.envs.answers import answers_match
 from agentrl.envs.latency import LatencyProfile, from_spec, wait
-from agentrl.tools.base import ParsedAction, Tool, ToolBox, ToolResult, parse_action
+from agentrl.tools.base import ParsedAction, Tool, ToolBox, ToolCall, ToolResult, clip, shorten
+from agentrl.tools.formats import ToolFormat, get_tool_format
 
 log = logging.getLogger(__name__)
 
-MAX_OBS_CHARS = 1 << 20
-MAX_ACTION_CHARS = 1 << 17
+MAX_OBS_CHARS = 1 << 17  # one step's observation (and its messages together), notes included
+MAX_ACTION_CHARS = 1 << 17  # longer actions are refused unparsed, with an error observation
 MAX_TOOL_MESSAGE_CHARS = 16_000
+MAX_FEEDBACK_CHARS = 4_000
+_TOOL_WRAP = "<tool_response>\n{}\n</tool_response>"
 _LATENCY_STREAM = 0x1A7E  # spawn key that separates the latency stream from the task stream
 
 _T = TypeVar("_T")
@@ -110,10 +114,14 @@ class ToolEnv(gymnasium.Env[str, str]):
         seed: int | None = None,
         render_mode: str | None = None,
         tools: Sequence[Tool] | None = None,
+        tool_format: str = "hermes",
     ) -> None:
         """`latency` is a `LatencyProfile` or its config form {"step": spec, "tool": spec,
         "per_tool": {name: spec}} with `latency.from_spec` specs; `tools` replaces the class's tools
-        (e.g. a shared or stubbed instance)."""
+        (e.g. a shared or stubbed instance); `tool_format` is the tool-call format the model writes
+        and the env parses (`agentrl.tools.formats`: hermes, llama3, mistral, json)."""
+        self.call_format: ToolFormat = get_tool_format(tool_format)
+        self.tool_format = self.call_format.name
         if split not in self.splits:
             raise ValueError(f"{type(self).__name__}: unknown split {split!r}; expected one of {self.splits}")
         if max_turns is not None and max_turns < 1:
@@ -152,6 +160,10 @@ class ToolEnv(gymnasium.Env[str, str]):
         """The scripted expert's next action, computed from `self.messages` (tool results included)."""
         raise NotImplementedError(f"{type(self).__name__} has no scripted expert")
 
+    def format_tool_call(self, name: str, arguments: Mapping[str, Any]) -> str:
+        """A call written in this env's tool-call format (for experts and tests)."""
+        return self.call_format.format_call(name, arguments)
+
     def make_tools(self) -> list[Tool]:
         return [t if isinstance(t, Tool) else t() for t in type(self).tools]
 
@@ -160,8 +172,7 @@ class ToolEnv(gymnasium.Env[str, str]):
         lines = [
             "You solve the user's task step by step using tools.",
             f"Available tools: {names}.",
-            'To call a tool, write <tool_call>{"name": "TOOL", "arguments": {...}}</tool_call> '
-            "(several calls in one turn run in parallel); the results come back in the next message.",
+            self.call_format.instruction(),
             "When you know the final answer, write it as <answer>...</answer>, which ends the episode.",
             f"You have at most {self.max_turns} turns.",
         ]
@@ -279,7 +290,7 @@ class ToolEnv(gymnasium.Env[str, str]):
         self.messages.append({"role": "assistant", "content": text})
         step_delay = await wait(self.latency.step, self._latency_rng)
 
-        parsed = parse_action(text) if isinstance(action, str) else None
+        parsed = self._parse(action)
         reward, terminated = 0.0, False
         new: list[Message] = []
         results: list[ToolResult] = []
@@ -296,12 +307,13 @@ class ToolEnv(gymnasium.Env[str, str]):
                 results = [r for r, _ in pairs]
                 tool_delays = [d for _, d in pairs]
                 new.extend(
-                    {"role": "tool", "name": r.name, "content": r.content[:MAX_TOOL_MESSAGE_CHARS]}
+                    {"role": "tool", "name": r.name, "content": clip(r.content, MAX_TOOL_MESSAGE_CHARS)}
                     for r in results
                 )
             feedback = self._format_feedback(action, parsed)
             if feedback:
-                new.append({"role": "user", "content": feedback})
+                new.append({"role": "user", "content": clip(feedback, MAX_FEEDBACK_CHARS)})
+            new = self._fit_observation(new)
         truncated = not terminated and self.turn >= self.max_turns
         if truncated:
             info["answer"] = None
@@ -310,7 +322,8 @@ class ToolEnv(gymnasium.Env[str, str]):
         self.messages.extend(new)
         info["messages"] = new
         info["tool_results"] = [
-            {"name": r.name, "ok": r.ok, "error_kind": r.error_kind, "content": r.content} for r in results
+            {"name": r.name, "ok": r.ok, "error_kind": r.error_kind, "content": m["content"]}
+            for r, m in zip(results, new, strict=False)
         ]
         info["latency"] = {"step": step_delay, "tools": tool_delays}
         obs = self._render_observation(new)
@@ -322,10 +335,43 @@ class ToolEnv(gymnasium.Env[str, str]):
         """The tools an episode of `task` calls: the env's own unless a task brings its world along."""
         return self.toolbox
 
-    async def _call_tool(self, call: Any) -> tuple[ToolResult, float]:
+    def _parse(self, action: Any) -> ParsedAction | None:
+        """The action parsed in the env's tool-call format; never raises (None for a non-text action)."""
+        if not isinstance(action, str):
+            return None
+        limit = self.action_space.max_length
+        if len(action) > limit:
+            return ParsedAction(
+                text="",
+                errors=[
+                    f"your reply has {len(action):,} characters, over the limit of {limit:,}; it was not read"
+                ],
+            )
+        try:
+            return self.call_format.parse(action)
+        except Exception as e:  # a parser bug must not end the episode; the model is told, the log says why
+            log.warning(
+                "%s: parsing an action failed: %s: %s", type(self).__name__, type(e).__name__, shorten(e)
+            )
+            return ParsedAction(text=action, errors=[f"your reply could not be parsed ({type(e).__name__})"])
+
+    async def _call_tool(self, call: ToolCall) -> tuple[ToolResult, float]:
+        name = shorten(call.name)
         delay = await wait(self.latency.for_tool(call.name), self._latency_rng)
         assert self.task is not None
-        return await self.toolbox_for(self.task).call(call), delay
+        try:
+            result = await self.toolbox_for(self.task).call(call)
+        except Exception as e:  # a custom toolbox or tool that raises becomes an error result
+            result = ToolResult(
+                name, f"Error: {name} failed: {type(e).__name__}: {shorten(e, 2_000)}", False, "exception"
+            )
+        if not isinstance(result, ToolResult):
+            result = ToolResult(
+                name, f"Error: {name} returned {type(result).__name__}, not a ToolResult", False, "exception"
+            )
+        elif not isinstance(result.content, str) or len(result.name) > len(name):
+            result = dataclasses.replace(result, name=shorten(result.name), content=str(result.content))
+        return result, delay
 
     def _safe_score(self, task: Task, answer: str, info: dict[str, Any]) -> float:
         try:
@@ -339,12 +385,8 @@ class ToolEnv(gymnasium.Env[str, str]):
             value = 0.0 if value != value else min(max(value, 0.0), 1.0)
         return value
 
-    @staticmethod
-    def _format_feedback(action: Any, parsed: ParsedAction | None) -> str:
-        hint = (
-            'Call a tool as <tool_call>{"name": "TOOL", "arguments": {...}}</tool_call> '
-            "or give the final answer as <answer>...</answer>."
-        )
+    def _format_feedback(self, action: Any, parsed: ParsedAction | None) -> str:
+        hint = self.call_format.hint()
         if parsed is None:
             return f"Error: the action must be text, got {type(action).__name__}. {hint}"
         problems = list(parsed.errors)
@@ -355,14 +397,21 @@ class ToolEnv(gymnasium.Env[str, str]):
         return "Error: " + "; ".join(problems) + ". " + hint
 
     @staticmethod
-    def _render_observation(messages: Sequence[Message]) -> str:
-        parts = []
+    def _fit_observation(messages: list[Message]) -> list[Message]:
+        """Cut message contents, in order, so the rendered observation stays within `MAX_OBS_CHARS`."""
+        left = MAX_OBS_CHARS
+        out: list[Message] = []
         for m in messages:
-            if m["role"] == "tool":
-                parts.append(f"<tool_response>\n{m['content']}\n</tool_response>")
-            else:
-                parts.append(m["content"])
-        return "\n".join(parts)[:MAX_OBS_CHARS]
+            wrapper = len(_TOOL_WRAP.format("")) if m["role"] == "tool" else 0
+            room = max(left - wrapper - (1 if out else 0), 0)
+            out.append({**m, "content": clip(m["content"], room)})
+            left -= wrapper + (1 if len(out) > 1 else 0) + len(out[-1]["content"])
+        return out
+
+    @staticmethod
+    def _render_observation(messages: Sequence[Message]) -> str:
+        parts = [_TOOL_WRAP.format(m["content"]) if m["role"] == "tool" else m["content"] for m in messages]
+        return clip("\n".join(parts), MAX_OBS_CHARS)
 
     def render(self) -> str | None:
         if self.render_mode != "ansi":

@@ -20,6 +20,13 @@ from agentrl.tools.base import (
     format_tool_call,
     parse_action,
 )
+from agentrl.tools.formats import (
+    TOOL_FORMATS,
+    ToolFormat,
+    detect_tool_format,
+    get_tool_format,
+    reformat_action,
+)
 
 if TYPE_CHECKING:
     from agentrl.tools.calculator import CalculatorTool
@@ -45,6 +52,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "TOOL_FORMATS",
     "CalculatorTool",
     "Document",
     "HttpTool",
@@ -56,8 +64,12 @@ __all__ = [
     "ToolBox",
     "ToolCall",
     "ToolError",
+    "ToolFormat",
     "ToolResult",
+    "detect_tool_format",
     "format_answer",
     "format_tool_call",
+    "get_tool_format",
     "parse_action",
+    "reformat_action",
 ]
