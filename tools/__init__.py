@@ -23,7 +23,9 @@ from agentrl.tools.base import (
 
 if TYPE_CHECKING:
     from agentrl.tools.calculator import CalculatorTool
+    from agentrl.tools.function import FunctionTool, function_tool
     from agentrl.tools.http import HttpTool
+    from agentrl.tools.mcp import MCPTool, MCPToolset
     from agentrl.tools.python_sandbox import PythonTool, SandboxLimits
     from agentrl.tools.search import Document, SearchTool
 
@@ -34,6 +36,10 @@ _LAZY = {
     "PythonTool": "agentrl.tools.python_sandbox",
     "SandboxLimits": "agentrl.tools.python_sandbox",
     "HttpTool": "agentrl.tools.http",
+    "FunctionTool": "agentrl.tools.function",
+    "function_tool": "agentrl.tools.function",
+    "MCPTool": "agentrl.tools.mcp",
+    "MCPToolset": "agentrl.tools.mcp",
 }
 
 
@@ -47,7 +53,10 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CalculatorTool",
     "Document",
+    "FunctionTool",
     "HttpTool",
+    "MCPTool",
+    "MCPToolset",
     "ParsedAction",
     "PythonTool",
     "SandboxLimits",
@@ -59,5 +68,6 @@ __all__ = [
     "ToolResult",
     "format_answer",
     "format_tool_call",
+    "function_tool",
     "parse_action",
 ]
