@@ -289,7 +289,7 @@ def _hub_offline(datasets: Any) -> Iterator[None]:
 
 
 def _load_hf(obj: Any, label: str, columns: Sequence[str]) -> dict[str, list[_Row]] | list[_Row]:
-    if hasattr(obj, "keys") and not hasattr(obj, "column_names"):  # a DatasetDict
+    if isinstance(obj, Mapping):  # a DatasetDict (a dict of split -> Dataset)
         return {str(name): _hf_rows(obj[name], f"{label} [{name}]", columns) for name in obj}
     return _hf_rows(obj, label, columns)
 

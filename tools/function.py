@@ -77,8 +77,11 @@ def json_schema_for(tp: Any, where: str = "parameter") -> dict[str, Any]:
         return schema
     if origin in (typing.Union, types.UnionType):
         parts = [json_schema_for(a, where) for a in args]
-        if all(set(p) == {"type"} and isinstance(p["type"], str) for p in parts):
-            return {"type": [p["type"] for p in parts]}
+        if all(isinstance(p.get("type"), str) and "enum" not in p for p in parts):
+            merged: dict[str, Any] = {}
+            for p in parts:  # e.g. list[str] | None -> {"type": ["array", "null"], "items": ...}
+                merged.update({k: v for k, v in p.items() if k != "type"})
+            return {"type": [p["type"] for p in parts], **merged}
         return {"anyOf": parts}
     if tp in (list, tuple, set, frozenset) or origin in (list, set, frozenset, tuple, typing.Sequence):
         out: dict[str, Any] = {"type": "array"}
