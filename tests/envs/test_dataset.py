@@ -243,3 +243,26 @@ def test_duplicate_ids_and_empty_name(tmp_path: Path) -> None:
     assert "row 1 (line 2): task id '1' repeats" in one_line(e)
     with pytest.raises(ValueError, match="contain no '/'"):
         DatasetEnv(path, name="a/b")
+
+
+def test_shaping_is_off_by_default_and_reported_beside_the_reward(tmp_path: Path) -> None:
+    def add(a: int, b: int) -> int:
+        """Add."""
+        return a + b
+
+    path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "2+3?", "answer": 5}])
+    env = DatasetEnv(path, tools=[add], test_size=0)
+    env.reset()
+    _, _, _, _, info = env.step("hmm")
+    assert "shaping" not in info
+    env = DatasetEnv(path, tools=[add], test_size=0, shaping="tool_calls")
+    env.reset()
+    _, r, *_, info = env.step('<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>')
+    assert r == 0.0 and info["shaping"] == 0.1
+    _, r, term, _, info = env.step("<answer>4</answer>")
+    assert term and r == 0.0 and info["shaping_total"] == pytest.approx(0.1)  # reward stays the scorer's
+    env = DatasetEnv(path, test_size=0, shaping="format")
+    env.reset()
+    assert env.step("no tags")[4]["shaping"] == -0.1
+    with pytest.raises(ValueError, match="shaping 'bogus'"):
+        DatasetEnv(path, test_size=0, shaping="bogus")
