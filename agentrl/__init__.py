@@ -55,6 +55,10 @@ _LAZY: dict[str, str] = {
     "Task": "agentrl.envs.base",
     "LatencyWrapper": "agentrl.envs.wrappers",
     "LatencyProfile": "agentrl.envs.latency",
+    "DatasetEnv": "agentrl.envs.dataset",
+    "function_tool": "agentrl.tools.function",
+    "MCPToolset": "agentrl.tools.mcp",
+    "export_trajectories": "agentrl.rollout.messages",
     # configuration: one vocabulary for the trainer, learner, scheduler and evaluation
     "TrainConfig": "agentrl.train_config",
     "ModelConfig": "agentrl.train_config",
@@ -107,6 +111,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
     from agentrl.algorithms import ALGORITHMS, Algorithm, get_algorithm, register_algorithm  # noqa: F401
     from agentrl.config import load_config  # noqa: F401
     from agentrl.envs.base import Task, ToolEnv  # noqa: F401
+    from agentrl.envs.dataset import DatasetEnv  # noqa: F401
     from agentrl.envs.latency import LatencyProfile  # noqa: F401
     from agentrl.envs.wrappers import LatencyWrapper  # noqa: F401
     from agentrl.evaluate import evaluate  # noqa: F401
@@ -118,8 +123,11 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
     from agentrl.policy.simulated import SimulatedPolicy  # noqa: F401
     from agentrl.rollout.clock import VirtualTimeLoop, run_virtual  # noqa: F401
     from agentrl.rollout.episode import EpisodeRunner, run_episode  # noqa: F401
+    from agentrl.rollout.messages import export_trajectories  # noqa: F401
     from agentrl.rollout.scheduler import Batch, RolloutScheduler  # noqa: F401
     from agentrl.rollout.simulated import EpisodeProfile, SimulatedRunner  # noqa: F401
+    from agentrl.tools.function import function_tool  # noqa: F401
+    from agentrl.tools.mcp import MCPToolset  # noqa: F401
     from agentrl.train_config import (  # noqa: F401
         AlgoConfig,
         EnvConfig,

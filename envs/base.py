@@ -26,8 +26,10 @@ from gymnasium.utils import seeding
 
 from agentrl.envs.answers import answers_match
 from agentrl.envs.latency import LatencyProfile, from_spec, wait
+from agentrl.envs.shaping import Shaping, TurnOutcome, resolve_shaping
 from agentrl.tools.base import ParsedAction, Tool, ToolBox, ToolCall, ToolResult, clip, shorten
 from agentrl.tools.formats import ToolFormat, get_tool_format
+from agentrl.tools.function import build_tools
 
 log = logging.getLogger(__name__)
 
@@ -93,8 +95,9 @@ class ToolEnv(gymnasium.Env[str, str]):
 
     Class attributes a subclass sets:
       name: prefix of prompt ids ("calculator" gives "calculator/train/00042").
-      tools: Tool instances (shared by every env of the class) or zero-argument factories (a Tool
-        class works) called once per env; override `make_tools` when tools need the task data.
+      tools: Tool instances (shared by every env of the class), zero-argument factories (a Tool
+        class works) called once per env, plain functions with type hints (see `function_tool`),
+        or toolsets such as `MCPToolset`; override `make_tools` when tools need the task data.
       instructions: one or two sentences of task-specific guidance for the system prompt.
       max_turns: default turn budget (assistant turns per episode).
     """
@@ -113,13 +116,16 @@ class ToolEnv(gymnasium.Env[str, str]):
         latency: LatencyProfile | Mapping[str, Any] | None = None,
         seed: int | None = None,
         render_mode: str | None = None,
-        tools: Sequence[Tool] | None = None,
+        tools: Sequence[Any] | None = None,
         tool_format: str = "hermes",
+        shaping: Shaping | str | None = None,
     ) -> None:
         """`latency` is a `LatencyProfile` or its config form {"step": spec, "tool": spec,
         "per_tool": {name: spec}} with `latency.from_spec` specs; `tools` replaces the class's tools
-        (e.g. a shared or stubbed instance); `tool_format` is the tool-call format the model writes
-        and the env parses (`agentrl.tools.formats`: hermes, llama3, mistral, json)."""
+        (e.g. a shared or stubbed instance; plain functions and toolsets are accepted too);
+        `tool_format` is the tool-call format the model writes and the env parses
+        (`agentrl.tools.formats`: hermes, llama3, mistral, json); `shaping` turns on the
+        reward-shaping hook (see `shaping_reward`)."""
         self.call_format: ToolFormat = get_tool_format(tool_format)
         self.tool_format = self.call_format.name
         if split not in self.splits:
@@ -136,6 +142,8 @@ class ToolEnv(gymnasium.Env[str, str]):
         self.latency = as_profile(latency)
         self.render_mode = render_mode
         self.toolbox = ToolBox(list(tools) if tools is not None else self.make_tools())
+        self.shaping = resolve_shaping(shaping)
+        self.shaping_total = 0.0
         self.observation_space = TextSpace(MAX_OBS_CHARS)
         self.action_space = TextSpace(MAX_ACTION_CHARS)
         self.messages: list[Message] = []
@@ -165,7 +173,7 @@ class ToolEnv(gymnasium.Env[str, str]):
         return self.call_format.format_call(name, arguments)
 
     def make_tools(self) -> list[Tool]:
-        return [t if isinstance(t, Tool) else t() for t in type(self).tools]
+        return build_tools(type(self).tools)
 
     def system_prompt(self) -> str:
         names = ", ".join(self.toolbox.tools) or "none"
@@ -262,6 +270,7 @@ class ToolEnv(gymnasium.Env[str, str]):
             tasks = self.tasks(split)
             self.task = tasks[int(self.np_random.integers(len(tasks)))]
         self.episode_split = split
+        self.shaping_total = 0.0
         self.turn = 0
         self.done = False
         self.messages = [
@@ -326,8 +335,44 @@ class ToolEnv(gymnasium.Env[str, str]):
             for r, m in zip(results, new, strict=False)
         ]
         info["latency"] = {"step": step_delay, "tools": tool_delays}
+        self._apply_shaping(
+            TurnOutcome(self.turn, text, parsed, results, reward, terminated, truncated), info
+        )
         obs = self._render_observation(new)
         return obs, reward, terminated, truncated, copy.deepcopy(info)
+
+    # ---- reward shaping ---------------------------------------------------------------------
+
+    def shaping_reward(self, turn: TurnOutcome) -> float | None:
+        """Shaping reward for one turn, or None when shaping is off (the default).
+
+        Set `shaping=` ("format", "tool_calls", an import path `module:function`, or a callable taking
+        a `TurnOutcome`) or override this. The step's reward stays the scorer's; the shaping value is
+        reported as `info["shaping"]`, with the episode's running sum in `info["shaping_total"]`,
+        for a trainer to log and, if it wants, add to the outcome reward.
+        """
+        return None if self.shaping is None else float(self.shaping(turn))
+
+    def _apply_shaping(self, turn: TurnOutcome, info: dict[str, Any]) -> None:
+        try:
+            value = self.shaping_reward(turn)
+        except Exception as e:  # like a scorer bug: visible, never fatal
+            log.warning("%s shaping failed: %s", type(self).__name__, e)
+            info["shaping_error"] = f"{type(e).__name__}: {e}"
+            return
+        if value is None:
+            return
+        self.shaping_total += value
+        info["shaping"] = value
+        info["shaping_total"] = self.shaping_total
+
+    def close(self) -> None:
+        """Close tools that hold resources (an MCP server process); idempotent."""
+        for tool in self.toolbox.tools.values():
+            close = getattr(tool, "close", None)
+            if callable(close):
+                close()
+        super().close()
 
     # ---- helpers ----------------------------------------------------------------------------
 

@@ -30,7 +30,9 @@ from agentrl.tools.formats import (
 
 if TYPE_CHECKING:
     from agentrl.tools.calculator import CalculatorTool
+    from agentrl.tools.function import FunctionTool, function_tool
     from agentrl.tools.http import HttpTool
+    from agentrl.tools.mcp import MCPTool, MCPToolset
     from agentrl.tools.python_sandbox import PythonTool, SandboxLimits
     from agentrl.tools.search import Document, SearchTool
 
@@ -41,6 +43,10 @@ _LAZY = {
     "PythonTool": "agentrl.tools.python_sandbox",
     "SandboxLimits": "agentrl.tools.python_sandbox",
     "HttpTool": "agentrl.tools.http",
+    "FunctionTool": "agentrl.tools.function",
+    "function_tool": "agentrl.tools.function",
+    "MCPTool": "agentrl.tools.mcp",
+    "MCPToolset": "agentrl.tools.mcp",
 }
 
 
@@ -55,7 +61,10 @@ __all__ = [
     "TOOL_FORMATS",
     "CalculatorTool",
     "Document",
+    "FunctionTool",
     "HttpTool",
+    "MCPTool",
+    "MCPToolset",
     "ParsedAction",
     "PythonTool",
     "SandboxLimits",
@@ -69,6 +78,7 @@ __all__ = [
     "detect_tool_format",
     "format_answer",
     "format_tool_call",
+    "function_tool",
     "get_tool_format",
     "parse_action",
     "reformat_action",

@@ -390,7 +390,11 @@ class Tool(abc.ABC):
 class ToolBox:
     """The tools of one environment, by name, with dispatch that turns every failure into a result."""
 
-    def __init__(self, tools: Sequence[Tool]) -> None:
+    def __init__(self, tools: Sequence[Any]) -> None:
+        """`tools`: Tool instances, toolsets (e.g. `MCPToolset`) and plain functions (see `function_tool`)."""
+        from agentrl.tools.function import as_tools  # function tools build on this module
+
+        tools = as_tools(tools)
         names = [t.name for t in tools]
         if len(set(names)) != len(names):
             raise ValueError(f"duplicate tool names: {names}")

@@ -11,6 +11,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("agentrl.cli.eval", "held-out avg@k, pass@k and maj@k of a checkpoint or model"),
     "plot": ("agentrl.cli.plot", "overlay runs' metrics (reward, KL, entropy, ...) on the same axes"),
     "envs": ("agentrl.cli.envs", "list the registered environments with their tools and task counts"),
+    "rollouts": (
+        "agentrl.cli.rollouts",
+        "run episodes with a checkpoint or model and write them as chat-message JSONL",
+    ),
     "simulate": ("agentrl.cli.simulate", "run the rollout scheduler on simulated episodes in virtual time"),
 }
 
