@@ -328,7 +328,12 @@ def plot_study(res: dict[str, Any], path: str | Path) -> Path:
         ax = axes[0][1]
         for key, q in ratios.items():
             x = np.asarray(q["per_seed"], dtype=float)
-            ax.hist(x[np.isfinite(x)], bins=40, alpha=0.6, label=f"{key} (median {q['median']:.2f})")
+            x = x[np.isfinite(x)]
+            if x.size == 0:
+                continue
+            lo, hi = float(x.min()), float(x.max())
+            rng = (lo, hi) if hi - lo > 1e-6 * max(1.0, abs(hi)) else (lo - 0.01, hi + 0.01)
+            ax.hist(x, bins=40, range=rng, alpha=0.6, label=f"{key} (median {q['median']:.2f})")
         ax.axvline(1.0, color="k", lw=0.8)
         ax.set_xlabel(
             "time-per-batch ratio per seed" + (" (paired)" if res.get("common_random_numbers") else "")
