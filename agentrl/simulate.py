@@ -562,6 +562,8 @@ def build_study(settings: dict[str, Any], *, where: str = "simulate") -> tuple[P
     return preset, st
 
 
+simulate_study = simulate  # the name `agentrl` exports (`agentrl.simulate` is this module)
+
 __all__ = [
     "STUDY_DEFAULTS",
     "ArmRun",
@@ -572,5 +574,6 @@ __all__ = [
     "plot_study",
     "run_arm",
     "simulate",
+    "simulate_study",
     "summarize",
 ]
