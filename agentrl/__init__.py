@@ -43,6 +43,27 @@ _LAZY: dict[str, str] = {
     "SimulatedRunner": "agentrl.rollout.simulated",
     "EpisodeProfile": "agentrl.rollout.simulated",
     "EpisodeRunner": "agentrl.rollout.episode",
+    # latency simulator
+    "simulate_study": "agentrl.simulate",  # `agentrl.simulate` is the module; this is its `simulate`
+    "run_arm": "agentrl.simulate",
+    "build_study": "agentrl.simulate",
+    "load_study_file": "agentrl.simulate",
+    "Preset": "agentrl.rollout.presets",
+    "Arm": "agentrl.rollout.presets",
+    "make_arms": "agentrl.rollout.presets",
+    "get_preset": "agentrl.rollout.presets",
+    "RewardModel": "agentrl.rollout.simulated",
+    "read_run": "agentrl.whatif",
+    "what_if": "agentrl.whatif",
+    "LatencyModel": "agentrl.envs.latency",
+    "Constant": "agentrl.envs.latency",
+    "Uniform": "agentrl.envs.latency",
+    "LogNormal": "agentrl.envs.latency",
+    "Pareto": "agentrl.envs.latency",
+    "Mixture": "agentrl.envs.latency",
+    "Empirical": "agentrl.envs.latency",
+    "from_spec": "agentrl.envs.latency",
+    "load_trace": "agentrl.envs.latency",
     "run_episode": "agentrl.rollout.episode",
     # policies and models
     "Policy": "agentrl.policy.base",
@@ -112,7 +133,18 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
     from agentrl.config import load_config  # noqa: F401
     from agentrl.envs.base import Task, ToolEnv  # noqa: F401
     from agentrl.envs.dataset import DatasetEnv  # noqa: F401
-    from agentrl.envs.latency import LatencyProfile  # noqa: F401
+    from agentrl.envs.latency import (  # noqa: F401
+        Constant,
+        Empirical,
+        LatencyModel,
+        LatencyProfile,
+        LogNormal,
+        Mixture,
+        Pareto,
+        Uniform,
+        from_spec,
+        load_trace,
+    )
     from agentrl.envs.wrappers import LatencyWrapper  # noqa: F401
     from agentrl.evaluate import evaluate  # noqa: F401
     from agentrl.learner import Learner, UpdateStats, compute_logprobs  # noqa: F401
@@ -124,8 +156,10 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
     from agentrl.rollout.clock import VirtualTimeLoop, run_virtual  # noqa: F401
     from agentrl.rollout.episode import EpisodeRunner, run_episode  # noqa: F401
     from agentrl.rollout.messages import export_trajectories  # noqa: F401
+    from agentrl.rollout.presets import Arm, Preset, get_preset, make_arms  # noqa: F401
     from agentrl.rollout.scheduler import Batch, RolloutScheduler  # noqa: F401
-    from agentrl.rollout.simulated import EpisodeProfile, SimulatedRunner  # noqa: F401
+    from agentrl.rollout.simulated import EpisodeProfile, RewardModel, SimulatedRunner  # noqa: F401
+    from agentrl.simulate import build_study, load_study_file, run_arm, simulate_study  # noqa: F401
     from agentrl.tools.function import function_tool  # noqa: F401
     from agentrl.tools.mcp import MCPToolset  # noqa: F401
     from agentrl.train_config import (  # noqa: F401
@@ -141,5 +175,6 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         TrainConfig,
     )
     from agentrl.trainer import Trainer  # noqa: F401
+    from agentrl.whatif import read_run, what_if  # noqa: F401
 
 __all__ = ["Generation", "SamplingParams", "Status", "Trajectory", "Turn", "__version__", *_LAZY]

@@ -156,39 +156,100 @@ class Empirical:
             raise ValueError("Empirical latency samples must be finite and >= 0")
 
     @classmethod
-    def from_trace(cls, path: str | Path, column: str = "latency_s") -> Empirical:
-        """Load a trace: a `.csv` with a `column` header, `.jsonl` records, or one number per line."""
-        path = Path(path)
-        text = path.read_text()
-        values: list[float] = []
-        if path.suffix == ".jsonl":
-            for lineno, line in enumerate(text.splitlines(), 1):
-                if line.strip():
-                    try:
-                        values.append(float(json.loads(line)[column]))
-                    except (KeyError, ValueError, TypeError) as e:
-                        raise ValueError(f"{path}:{lineno}: expected a number in field {column!r}") from e
-        else:
-            lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith("#")]
-            idx = 0
-            if lines and not _is_number(lines[0].split(",")[0]):
-                header = [h.strip() for h in lines[0].split(",")]
-                if column not in header:
-                    raise ValueError(f"{path}: no column {column!r} in header {header}")
-                idx = header.index(column)
-                lines = lines[1:]
-            for lineno, ln in enumerate(lines, 2):
-                try:
-                    values.append(float(ln.split(",")[idx]))
-                except (ValueError, IndexError) as e:
-                    raise ValueError(f"{path}:{lineno}: cannot read a latency from {ln!r}") from e
-        return cls(tuple(values), source=str(path))
+    def from_trace(cls, path: str | Path, column: str | None = None) -> Empirical:
+        """Load a trace with `load_trace` (a `.csv` with a header, `.jsonl` records, or one number per line)."""
+        return cls(tuple(load_trace(path, column)), source=str(path))
+
+    def __repr__(self) -> str:  # a trace can hold thousands of samples: summarise, never list them
+        x = np.asarray(self.samples)
+        src = f" from {Path(self.source).name}" if self.source else ""
+        return (
+            f"Empirical({x.size} samples{src}: mean {x.mean():.3g} s, p50 {np.median(x):.3g} s, "
+            f"p95 {np.percentile(x, 95):.3g} s, max {x.max():.3g} s)"
+        )
 
     def sample(self, rng: np.random.Generator) -> float:
         return self.samples[int(rng.integers(len(self.samples)))]
 
     def mean(self) -> float:
         return float(np.mean(self.samples))
+
+
+DEFAULT_TRACE_COLUMN = "latency_s"
+
+
+def load_trace(path: str | Path, column: str | None = None) -> list[float]:
+    """Durations in seconds from a trace file; every problem is a one-line `ValueError` naming the
+    file and the row or field.
+
+    - `.csv` (or any other suffix) with a header row: the values of `column`. Without `column`,
+      `latency_s` if the header has it, else the only column. Lines starting with `#` are comments.
+    - a file of bare numbers, one per line (no header): those numbers; `column` must then be unset.
+    - `.jsonl`: field `column` (default `latency_s`) of every record.
+
+    Values must be finite numbers >= 0, and the file must hold at least one.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"{path}: trace file not found")
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: cannot read the trace: {e}") from None
+    values: list[float] = []
+    if path.suffix == ".jsonl":
+        field_ = column or DEFAULT_TRACE_COLUMN
+        for lineno, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                raise ValueError(f"{path}:{lineno}: not a JSON record") from None
+            if not isinstance(rec, dict) or field_ not in rec:
+                raise ValueError(f"{path}:{lineno}: no field {field_!r}")
+            values.append(_duration(rec[field_], f"{path}:{lineno}: field {field_!r}"))
+    else:
+        rows = [
+            (lineno, ln.strip())
+            for lineno, ln in enumerate(text.splitlines(), 1)
+            if ln.strip() and not ln.lstrip().startswith("#")
+        ]
+        idx = 0
+        where = "value"
+        if rows and not _is_number(rows[0][1].split(",")[0]):
+            header = [h.strip() for h in rows[0][1].split(",")]
+            if column is None:
+                column = (
+                    DEFAULT_TRACE_COLUMN if DEFAULT_TRACE_COLUMN in header or len(header) != 1 else header[0]
+                )
+            if column not in header:
+                raise ValueError(
+                    f"{path}: no column {column!r} in header {','.join(header)} (choose one with --column)"
+                )
+            idx = header.index(column)
+            where = f"column {column!r}"
+            rows = rows[1:]
+        elif column is not None and rows:
+            raise ValueError(f"{path}: no header row, so there is no column {column!r}")
+        for lineno, ln in rows:
+            cells = ln.split(",")
+            if idx >= len(cells):
+                raise ValueError(f"{path}:{lineno}: row has no {where}")
+            values.append(_duration(cells[idx].strip(), f"{path}:{lineno}: {where}"))
+    if not values:
+        raise ValueError(f"{path}: the trace is empty (no durations)")
+    return values
+
+
+def _duration(raw: Any, where: str) -> float:
+    try:
+        x = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: {raw!r} is not a number") from None
+    if not math.isfinite(x) or x < 0:
+        raise ValueError(f"{where}: durations must be finite and >= 0, got {raw!r}")
+    return x
 
 
 def _is_number(s: str) -> bool:
@@ -230,7 +291,7 @@ def from_spec(spec: LatencyModel | Mapping[str, Any] | float | int | None) -> La
         )
     if kind == "empirical":
         if "path" in kw:
-            return Empirical.from_trace(kw["path"], kw.get("column", "latency_s"))
+            return Empirical.from_trace(kw["path"], kw.get("column"))
         return Empirical(tuple(float(x) for x in kw["samples"]))
     raise ValueError(
         f"unknown latency kind {kind!r}; expected constant, uniform, lognormal, pareto, mixture, straggler or empirical"
@@ -270,5 +331,6 @@ __all__: Sequence[str] = (
     "Uniform",
     "describe",
     "from_spec",
+    "load_trace",
     "wait",
 )

@@ -138,7 +138,9 @@ class BatchMetrics:
     capacity: int  # slots in the denominator: max_concurrency, or peak in-flight when unlimited
     slot_utilisation: float  # busy slot-seconds / available slot-seconds over the window
     goodput_utilisation: float  # slot-seconds of the batch's own trajectories / available
-    barrier_idle_share: float  # idle slot-seconds while a finished member waits for its group
+    # idle slot-seconds / available while finished work waits at a barrier: a member for the rest of
+    # its group, or (sync) a finished unit for the rest of its round's batch
+    barrier_idle_share: float
     degenerate_fraction: float | None  # groups whose rewards are all equal (GRPO zero advantage)
     queue_wait_mean: float  # finish -> handed to the learner
     queue_wait_max: float

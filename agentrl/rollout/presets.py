@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from agentrl.envs.latency import LogNormal, Mixture, Pareto, Uniform
+from agentrl.envs.latency import LatencyModel, LogNormal, Mixture, Pareto, Uniform
 from agentrl.rollout.scheduler import SchedulerConfig
 from agentrl.rollout.simulated import EpisodeProfile, RewardModel
 
@@ -46,11 +46,14 @@ class Arm:
 
 @dataclass(frozen=True)
 class Preset:
-    """A latency profile, the arms to run on it, and which ratio to report.
+    """A study: a latency profile, the arms to run on it, and which ratio to report.
 
     The speedup is `time per batch of baseline / time per batch of candidate` per seed, where time
-    per batch is the mean interval between batches (the assembly time when the learner takes no
-    time, as in the paper).
+    per batch is the mean interval between batches after the first `warmup` ones (the assembly
+    time when the learner takes no time, as in the paper). Every other arm's ratio to the candidate
+    is reported too. With `common_random_numbers` (the default) every arm of a seed draws the same
+    episode timings in launch order, so the ratios are paired. The learner takes `learner_step_s`
+    per update, or one draw of `learner_step` (seeded by the seed, the same for every arm).
     """
 
     name: str
@@ -63,6 +66,9 @@ class Preset:
     n_prompts: int = 1000
     batches: int = 1  # per seed and arm
     learner_step_s: float = 0.0  # simulated learner time per update (virtual seconds)
+    learner_step: LatencyModel | None = None  # a distribution instead; overrides learner_step_s
+    warmup: int = 0  # batches left out of time per batch (e.g. the async start-up burst)
+    common_random_numbers: bool = True
     reference_speedup: float | None = None
     reference_note: str = ""
     reference_time_per_batch: dict[str, float] = field(default_factory=dict)  # per arm, seconds
@@ -79,6 +85,49 @@ class Preset:
             return self
         arms = tuple(replace(a, config=replace(a.config, **config_changes)) for a in self.arms)  # type: ignore[arg-type]
         return replace(self, arms=arms)
+
+
+ARM_KINDS = ("spo", "grpo", "spo-sync", "grpo-sync", "spo-async", "grpo-async")
+
+
+def make_arms(
+    names: tuple[str, ...] | list[str] = ("spo", "grpo"),
+    *,
+    batch_size: int = 64,
+    group_size: int = 8,
+    max_concurrency: int | None = None,
+    overprovision: float = 1.0,
+    regime: str = "sync",
+    max_staleness: int | None = 1,
+) -> tuple[Arm, ...]:
+    """Arms by name: `spo` streams trajectories, `grpo` waits for groups of `group_size`; a
+    `-sync` or `-async` suffix overrides `regime`. Over-provisioning applies to sync arms, the
+    staleness bound to async ones."""
+    arms = []
+    for name in names:
+        algo, _, reg = name.partition("-")
+        reg = reg or regime
+        if algo not in ("spo", "grpo") or reg not in ("sync", "async"):
+            raise ValueError(f"arms: unknown arm {name!r}; choose from {', '.join(ARM_KINDS)}")
+        kw: dict[str, object] = {
+            "batch_size": batch_size,
+            "max_concurrency": max_concurrency,
+            "watchdog_s": None,
+        }
+        if algo == "grpo":
+            kw.update(mode="group", group_size=group_size)
+        if reg == "sync":
+            kw["overprovision"] = overprovision
+        else:
+            kw.update(regime="async", max_staleness=max_staleness)
+        cfg = SchedulerConfig(**kw)  # type: ignore[arg-type]
+        unit = f"groups of {group_size}" if algo == "grpo" else "stream"
+        slots = "unlimited slots" if max_concurrency is None else f"{max_concurrency} slots"
+        extra = f"{overprovision:g}x launched" if reg == "sync" else f"staleness <= {max_staleness}"
+        arms.append(Arm(name, cfg, f"{unit}, {reg}, B={batch_size}, {slots}, {extra}"))
+    if len({a.name for a in arms}) != len(arms):
+        raise ValueError(f"arms: each arm may appear once, got {list(names)}")
+    return tuple(arms)
 
 
 PAPER_FIG5_DURATION = Mixture.straggler(Uniform(79.0, 138.0), Uniform(449.0, 560.0), 1 / 8)
@@ -227,6 +276,7 @@ def get_preset(name: str) -> Preset:
 
 
 __all__ = [
+    "ARM_KINDS",
     "PAPER_FIG5_DURATION",
     "PAPER_FIG5_SPEEDUP",
     "PAPER_FIG5_TIMES",
@@ -234,4 +284,5 @@ __all__ = [
     "Arm",
     "Preset",
     "get_preset",
+    "make_arms",
 ]

@@ -893,7 +893,8 @@ class RolloutScheduler:
         if dt > 0:
             r = self._c.running
             self._busy_int += dt * r
-            if self._n_held:
+            # At a barrier: a group waits for its members, or a sync round for the rest of its batch.
+            if self._n_held or (self._round_active and self._ready):
                 self._held_t += dt
                 self._busy_held += dt * r
             self._t_last = now

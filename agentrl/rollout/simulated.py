@@ -40,12 +40,14 @@ class EpisodeProfile:
     """How long an episode takes and how many tokens it has.
 
     Either `duration` (one draw per trajectory: the paper's model) or per-turn timing:
-    `turns` (inclusive range) × (`generation` + `tool`), each drawn per turn. All latency models
-    are `envs.latency` models or their dict specs.
+    `turns` (inclusive range) × (`generation` + `tool`), each drawn per turn. `turn_counts`, when
+    given, replaces the range with a recorded distribution (turns per episode resampled from it).
+    All latency models are `envs.latency` models or their dict specs.
     """
 
     duration: LatencyModel | None = None
     turns: tuple[int, int] = (1, 1)
+    turn_counts: tuple[int, ...] | None = None
     generation: LatencyModel | None = None
     tool: LatencyModel | None = None
     model_tokens: tuple[int, int] = (64, 512)  # per turn, inclusive
@@ -65,6 +67,12 @@ class EpisodeProfile:
         lo, hi = self.turns
         if not 1 <= lo <= hi:
             raise ValueError(f"turns must be an inclusive range with 1 <= low <= high, got {self.turns}")
+        if self.turn_counts is not None:
+            if not self.turn_counts or any(int(n) != n or n < 1 for n in self.turn_counts):
+                raise ValueError("turn_counts must be a non-empty list of whole numbers >= 1")
+            counts = tuple(int(n) for n in self.turn_counts)
+            object.__setattr__(self, "turn_counts", counts)
+            object.__setattr__(self, "turns", (min(counts), max(counts)))
         for name in ("model_tokens", "env_tokens"):
             a, b = getattr(self, name)
             if not 0 <= a <= b:
@@ -132,6 +140,12 @@ class SimulatedRunner:
 
     Fault injection for tests and studies: `failure_rate` raises `SimulatedFailure` at the end of
     the episode's time; `hang_rate` sleeps `hang_s` instead (so `episode_timeout` must catch it).
+
+    `common_timing=True` keys an episode's timing (turns, durations, token counts, faults) by its
+    launch index instead of its prompt: the n-th episode any scheduler launches with this seed takes
+    the same time, whatever its prompt. Two arms run with the same seed then draw the same
+    durations (common random numbers), so their per-seed ratio is paired. Rewards stay keyed by
+    prompt, version and `k`.
     """
 
     def __init__(
@@ -144,6 +158,7 @@ class SimulatedRunner:
         hang_rate: float = 0.0,
         hang_s: float = 1e7,
         materialize_tokens: bool = False,
+        common_timing: bool = False,
     ) -> None:
         if not 0 <= failure_rate <= 1 or not 0 <= hang_rate <= 1 or failure_rate + hang_rate > 1:
             raise ValueError(
@@ -156,6 +171,8 @@ class SimulatedRunner:
         self.hang_rate = hang_rate
         self.hang_s = hang_s
         self.materialize_tokens = materialize_tokens
+        self.common_timing = common_timing
+        self.launched = 0  # episodes started so far (the launch index of the next one)
         self._calls: dict[tuple[str, int], int] = {}
         self._traits: dict[str, PromptTraits] = {}
         self._bitgen = np.random.PCG64(0)
@@ -199,15 +216,27 @@ class SimulatedRunner:
         logit = math.log(p0 / (1 - p0)) + self.rewards.drift * policy_version
         return 1.0 / (1.0 + math.exp(-logit))
 
-    def draw(self, prompt_id: str, policy_version: int, k: int) -> EpisodeDraw:
-        """The `k`-th episode of `prompt_id` at `policy_version`, computed without running it."""
+    def draw(self, prompt_id: str, policy_version: int, k: int, launch: int | None = None) -> EpisodeDraw:
+        """The `k`-th episode of `prompt_id` at `policy_version`, computed without running it.
+
+        With `launch` (the episode's launch index), the timing comes from a stream keyed by the
+        launch index alone and the reward from one keyed by the prompt (common random numbers)."""
         prof = self.profile
         slow = self.traits(prompt_id).slowness if prof.prompt_slowness_sigma else 1.0
         p = self.p_success(prompt_id, policy_version)
-        rng = self._rng(f"episode|{prompt_id}|{policy_version}|{k}")
-        u_turns, u_reward, u_fault = rng.random(3).tolist()
-        t_lo, t_hi = prof.turns
-        n_turns = t_lo + min(int(u_turns * (t_hi - t_lo + 1)), t_hi - t_lo)
+        if launch is None:
+            rng = self._rng(f"episode|{prompt_id}|{policy_version}|{k}")
+            u_turns, u_reward, u_fault = rng.random(3).tolist()
+        else:
+            u_reward = float(self._rng(f"reward|{prompt_id}|{policy_version}|{k}").random())
+            rng = self._rng(f"launch|{launch}")
+            u_turns, u_fault = rng.random(2).tolist()
+        if prof.turn_counts is not None:
+            tc = prof.turn_counts
+            n_turns = tc[min(int(u_turns * len(tc)), len(tc) - 1)]
+        else:
+            t_lo, t_hi = prof.turns
+            n_turns = t_lo + min(int(u_turns * (t_hi - t_lo + 1)), t_hi - t_lo)
         u_tok = rng.random(2 * n_turns).tolist()  # one call: per-call overhead dominates small draws
         (m_lo, m_hi), (e_lo, e_hi) = prof.model_tokens, prof.env_tokens
         m_span, e_span = m_hi - m_lo + 1, e_hi - e_lo + 1
@@ -235,13 +264,20 @@ class SimulatedRunner:
         key = (prompt_id, policy_version)
         k = self._calls.get(key, 0)
         self._calls[key] = k + 1
-        d = self.draw(prompt_id, policy_version, k)
+        launch = self.launched
+        self.launched += 1
+        d = self.draw(prompt_id, policy_version, k, launch if self.common_timing else None)
         wait = self.hang_s if d.hang else d.duration
         if wait > 0:
             await asyncio.sleep(wait)
         if d.fail:
             raise SimulatedFailure(f"injected failure in {prompt_id!r} (version {policy_version}, k={k})")
-        info: dict[str, Any] = {"sim_duration": d.duration, "p_success": d.p_success, "k": k}
+        info: dict[str, Any] = {
+            "sim_duration": d.duration,
+            "p_success": d.p_success,
+            "k": k,
+            "launch": launch,
+        }
         prompt_len = self.profile.prompt_tokens
         if self.materialize_tokens:
             ids: list[int] = [0] * prompt_len

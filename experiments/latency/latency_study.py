@@ -131,8 +131,12 @@ def compare(
     n_prompts: int = 1000,
     rewards: dict[str, Any] | None = None,
     warmup: int = 0,
+    common_random_numbers: bool = False,
 ) -> dict[str, Any]:
     """Run every arm for every seed on the real scheduler in virtual time; per-seed figures per arm.
+
+    With `common_random_numbers` every arm of a seed draws the same episode timings in launch order,
+    so per-seed ratios between arms are paired; without, each arm draws its own.
 
     `time_per_batch` is the mean interval between batches after the first `warmup` batches. Sync
     rounds are independent, so warm-up changes nothing for them; an async arm starts by launching
@@ -158,6 +162,7 @@ def compare(
                         rewards=rm,
                         n_prompts=n_prompts,
                         learner_step_s=learner_step_s,
+                        common_timing=common_random_numbers,
                     )
                 )
         return out
@@ -201,6 +206,7 @@ def job_compare(job: dict[str, Any]) -> dict[str, Any]:
         n_prompts=job.get("n_prompts", 1000),
         rewards=job.get("rewards"),
         warmup=job.get("warmup", 0),
+        common_random_numbers=job.get("common_random_numbers", False),
     )
     ratios = {}
     for base, cand in job.get("ratios", [("grpo", "spo")]):
@@ -217,22 +223,37 @@ def job_compare(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def order_statistics(
-    profile: dict[str, Any], *, seed: int, batch: int, group: int, overprovision: float, n_prompts: int = 1000
+    profile: dict[str, Any],
+    *,
+    seed: int,
+    batch: int,
+    group: int,
+    overprovision: float,
+    n_prompts: int = 1000,
+    common_random_numbers: bool = False,
 ) -> dict[str, float]:
     """The paper setting's batch times straight from the sampled durations, no scheduler involved.
 
     Mirrors `run_arm`'s seeding (a fresh `SimulatedRunner` and `SeededPromptSampler` per arm, one
     sampler call per round) and the runner's keyed draws: SPO's batch is the B-th smallest of
-    ceil(k·B) durations; GRPO's is the (B/G)-th smallest of ceil(k·B/G) group maxima.
+    ceil(k·B) durations; GRPO's is the (B/G)-th smallest of ceil(k·B/G) group maxima. With common
+    random numbers both arms use the launch-keyed draws 0, 1, ...: GRPO's group j is draws
+    jG .. jG+G-1 (a unit's members are launched together).
     """
     prof = make_profile(profile)
-    runner = SimulatedRunner(prof, seed=seed)
     n = math.ceil(overprovision * batch - 1e-9)
+    units = batch // group
+    n_groups = math.ceil(overprovision * units - 1e-9)
+    if common_random_numbers:
+        runner = SimulatedRunner(prof, seed=seed, common_timing=True)
+        d_all = [runner.draw("-", 0, 0, launch=i).duration for i in range(max(n, n_groups * group))]
+        spo = float(np.sort(d_all[:n])[batch - 1])
+        g = np.sort([max(d_all[j * group : (j + 1) * group]) for j in range(n_groups)])
+        return {"spo": spo, "grpo": float(g[units - 1])}
+    runner = SimulatedRunner(prof, seed=seed)
     prompts = SeededPromptSampler(n_prompts, seed=seed).sample(n)
     d = np.sort([runner.draw(p, 0, 0).duration for p in prompts])
     spo = float(d[batch - 1])
-    units = batch // group
-    n_groups = math.ceil(overprovision * units - 1e-9)
     runner = SimulatedRunner(prof, seed=seed)
     prompts = SeededPromptSampler(n_prompts, seed=seed).sample(n_groups)
     g = np.sort([max(runner.draw(p, 0, k).duration for k in range(group)) for p in prompts])
@@ -287,7 +308,10 @@ def expected_paper_times(
 def job_reproduction(job: dict[str, Any]) -> dict[str, Any]:
     """paper-fig5 over many seeds: speedup distribution, plus the order-statistics cross-check."""
     t0 = time.perf_counter()
-    arms = compare(job["profile"], paper_arms(), seeds=job["seeds"], seed0=job.get("seed0", 0))
+    crn = job.get("common_random_numbers", False)
+    arms = compare(
+        job["profile"], paper_arms(), seeds=job["seeds"], seed0=job.get("seed0", 0), common_random_numbers=crn
+    )
     spo_t = np.asarray(arms["spo"]["first_assembly_s"])
     grpo_t = np.asarray(arms["grpo"]["first_assembly_s"])
     speed = grpo_t / spo_t
@@ -302,11 +326,15 @@ def job_reproduction(job: dict[str, Any]) -> dict[str, Any]:
         "grpo_slot_utilisation": arms["grpo"]["slot_utilisation"],
         "spo_slot_utilisation": arms["spo"]["slot_utilisation"],
         "grpo_barrier_idle_share": arms["grpo"]["barrier_idle_share"],
+        "spo_barrier_idle_share": arms["spo"]["barrier_idle_share"],
+        "common_random_numbers": crn,
     }
     if job.get("order_check", True):
         errs_spo, errs_grpo = [], []
         for i, s in enumerate(range(job.get("seed0", 0), job.get("seed0", 0) + job["seeds"])):
-            os_ = order_statistics(job["profile"], seed=s, batch=24, group=8, overprovision=2.0)
+            os_ = order_statistics(
+                job["profile"], seed=s, batch=24, group=8, overprovision=2.0, common_random_numbers=crn
+            )
             errs_spo.append(abs(spo_t[i] - os_["spo"]) / os_["spo"])
             errs_grpo.append(abs(grpo_t[i] - os_["grpo"]) / os_["grpo"])
         exp = expected_paper_times(job["profile"])

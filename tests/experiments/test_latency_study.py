@@ -48,6 +48,30 @@ def test_scheduler_matches_order_statistics() -> None:
         assert arms["grpo"]["first_assembly_s"][i] == pytest.approx(direct["grpo"], rel=1e-12)
 
 
+def test_paired_scheduler_matches_order_statistics_in_launch_order() -> None:
+    """With common random numbers both arms draw the same launch-keyed durations: SPO keeps the
+    24 fastest of draws 0..47, GRPO the 3rd fastest of the maxima of draws 8j..8j+7."""
+    res = latency_study.compare(
+        FIG5, latency_study.paper_arms(), seeds=15, seed0=40, common_random_numbers=True
+    )
+    for i, seed in enumerate(range(40, 55)):
+        direct = latency_study.order_statistics(
+            FIG5, seed=seed, batch=24, group=8, overprovision=2.0, common_random_numbers=True
+        )
+        assert res["spo"]["first_assembly_s"][i] == pytest.approx(direct["spo"], rel=1e-9)
+        assert res["grpo"]["first_assembly_s"][i] == pytest.approx(direct["grpo"], rel=1e-9)
+
+
+def test_run_only_merges_into_existing_results(tmp_path: Path) -> None:
+    run = _load_run()
+    cfg = run.quick_config(yaml.safe_load((STUDY / "config.yaml").read_text()))
+    jobs = run.build_jobs(cfg)
+    assert all(j["common_random_numbers"] for j in jobs)
+    only = run.run_all(cfg, 1, log=lambda *_: None, only=["reproduction/fig5_literal"])
+    assert list(only) == ["reproduction/fig5_literal"]
+    assert only["reproduction/fig5_literal"]["spo_barrier_idle_share"]["mean"] > 0
+
+
 def test_expected_order_statistic_matches_the_uniform_closed_form() -> None:
     cdf = latency_study.mixture_cdf(Uniform(0.0, 1.0))
     for k, n in ((1, 1), (3, 6), (24, 48)):

@@ -1,0 +1,164 @@
+"""`agentrl simulate --from-run`: a synthetic run directory in the trainer's format, replayed."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from agentrl.cli import main
+from agentrl.envs.latency import LogNormal, Mixture, Uniform
+from agentrl.rollout.clock import run_virtual
+from agentrl.rollout.scheduler import RolloutScheduler, SchedulerConfig
+from agentrl.rollout.simulated import EpisodeProfile, SeededPromptSampler, SimulatedRunner
+from agentrl.whatif import read_run, what_if
+
+
+def make_run(run_dir: Path, *, algo: str = "spo", regime: str = "sync", steps: int = 12) -> dict[str, float]:
+    """Play a training run in virtual time and write what the trainer writes: config.yaml,
+    metrics.jsonl (one row per step) and rollouts.jsonl (one row per consumed trajectory)."""
+    B, G, C = 16, 4, 8
+    cfg = SchedulerConfig(
+        mode="group" if algo == "grpo" else "stream",
+        batch_size=B,
+        group_size=G,
+        max_concurrency=C,
+        regime=regime,
+        max_staleness=1 if regime == "async" else None,
+        watchdog_s=None,
+    )
+    profile = EpisodeProfile(
+        turns=(1, 4),
+        generation=LogNormal(0.8, 0.4),
+        tool=Mixture.straggler(LogNormal(0.3, 0.5), Uniform(3.0, 6.0), 0.05),
+    )
+    learner_rng = np.random.default_rng(5)
+    rollouts: list[dict[str, object]] = []
+    metrics: list[dict[str, float]] = []
+
+    async def play() -> None:
+        loop = asyncio.get_running_loop()
+        runner = SimulatedRunner(profile, seed=11)
+        async with RolloutScheduler(SeededPromptSampler(200, seed=11), runner, cfg) as sched:
+            t_prev = loop.time()
+            step = 0
+            async for batch in sched.batches(steps):
+                learner = float(learner_rng.uniform(1.0, 2.0))
+                sync = 0.25
+                await asyncio.sleep(learner + sync)
+                sched.set_policy_version(sched.policy_version + 1)
+                m = batch.metrics
+                for t in batch.trajectories:
+                    rollouts.append(
+                        {
+                            "step": step,
+                            "prompt_id": t.prompt_id,
+                            "reward": t.reward,
+                            "status": t.status.value,
+                            "policy_version": t.policy_version,
+                            "group_id": t.group_id,
+                            "started_at": t.started_at,
+                            "finished_at": t.finished_at,
+                            "turns": [
+                                {
+                                    "gen_s": u.gen_s,
+                                    "tool_s": u.tool_s,
+                                    "n_model_tokens": u.n_model_tokens,
+                                    "n_env_tokens": u.n_env_tokens,
+                                    "tool_calls": u.tool_calls,
+                                }
+                                for u in t.turns
+                            ],
+                        }
+                    )
+                now = loop.time()
+                metrics.append(
+                    {
+                        "step": step,
+                        "time/step_s": now - t_prev,
+                        "time/learner_s": learner,
+                        "time/sync_s": sync,
+                        "rollout/queue_wait_mean": m.queue_wait_mean,
+                        "rollout/trajectories_per_s": m.trajectories_per_s,
+                        "rollout/slot_utilisation": m.slot_utilisation,
+                    }
+                )
+                t_prev = now
+                step += 1
+
+    run_virtual(play())
+    run_dir.mkdir(parents=True)
+    config = {
+        "name": run_dir.name,
+        "steps": steps,
+        "algo": {"name": algo, "group_size": G},
+        "rollout": {"batch_size": B, "max_concurrency": C, "regime": regime, "max_staleness": 1},
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    (run_dir / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
+    steady = metrics[1:]
+    return {"trajectories_per_s": B * len(steady) / sum(r["time/step_s"] for r in steady)}
+
+
+@pytest.mark.parametrize(("algo", "regime"), [("spo", "sync"), ("grpo", "async")])
+def test_from_run_re_predicts_the_run_and_answers_what_ifs(tmp_path: Path, algo: str, regime: str) -> None:
+    measured = make_run(tmp_path / "runs" / "r1", algo=algo, regime=regime)
+    t = read_run(tmp_path / "runs" / "r1")
+    assert t.algo == algo and t.batch_size == 16 and t.max_concurrency == 8 and len(t.step_s) == 12
+    assert len(t.episode_s) == 16 * 12 and all(x >= 1.25 for x in t.learner_s)
+    res = what_if(t, seeds=12)
+    assert res["measured"]["trajectories_per_s"] == pytest.approx(measured["trajectories_per_s"])
+    # the replay of the run's own timings predicts its throughput
+    assert abs(res["prediction_error"]) < 0.15, res["prediction_error"]
+    names = [s["scenario"] for s in res["scenarios"]]
+    other = "grpo" if algo == "spo" else "spo"
+    assert names[0] == "as run" and any(n.startswith(f"{other} instead") for n in names)
+    assert any(n.startswith("2x slots") for n in names) and any("inference servers" in n for n in names)
+    assert any("staleness" in n for n in names)
+    by = {s["scenario"]: s for s in res["scenarios"]}
+    servers = next(v for k, v in by.items() if "inference servers" in k)
+    assert servers["speedup_vs_as_run"] > 1.0  # less generation time never slows a batch
+
+
+def test_from_run_cli_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    run = tmp_path / "r"
+    make_run(run, steps=6)
+    out = tmp_path / "w.json"
+    assert main(["simulate", "--from-run", str(run), "--seeds", "4", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "measured" in text and "as run" in text and "error" in text
+    assert json.loads(out.read_text())["scenarios"][0]["scenario"] == "as run"
+
+    def err_for(d: Path) -> str:
+        assert (
+            main(["simulate", "--from-run", str(d), "--seeds", "2", "--out", str(tmp_path / "x.json")]) == 2
+        )
+        e = capsys.readouterr().err.strip()
+        assert "\n" not in e
+        return e
+
+    assert "not a run directory" in err_for(tmp_path / "nope")
+    (run / "rollouts.jsonl").rename(run / "kept.jsonl")
+    assert "rollouts.jsonl: not found" in err_for(run)
+    (run / "rollouts.jsonl").write_text("")
+    assert "rollouts.jsonl: empty" in err_for(run)
+    rows = (run / "kept.jsonl").read_text().splitlines()
+    bad = json.loads(rows[1])
+    bad["turns"][0]["tool_s"] = -1.0
+    (run / "rollouts.jsonl").write_text("\n".join([rows[0], json.dumps(bad), *rows[2:]]) + "\n")
+    assert "rollouts.jsonl:2: turns[0]: durations must be >= 0" in err_for(run)
+    del bad["turns"][0]["gen_s"]
+    (run / "rollouts.jsonl").write_text("\n".join([rows[0], json.dumps(bad)]) + "\n")
+    assert "rollouts.jsonl:2: turns[0]: field 'gen_s' missing" in err_for(run)
+    (run / "kept.jsonl").rename(run / "rollouts.jsonl")
+    (run / "metrics.jsonl").write_text('{"step": 0, "loss": 1.0}\n')
+    assert "metrics.jsonl: no step timings" in err_for(run)
+    (run / "metrics.jsonl").write_text('{"step": 0, "time/step_s": 3.0}\n')
+    assert "metrics.jsonl: step row 1: field 'time/learner_s' missing" in err_for(run)
+    (run / "config.yaml").unlink()
+    assert "config.yaml: not found" in err_for(run)
