@@ -102,7 +102,12 @@ def test_spo_train_checkpoint_and_exact_resume(
     ckpt = latest_checkpoint(run / "checkpoints")
     assert ckpt is not None and ckpt.name == "step_000002"
     state = load_state(ckpt)
-    assert state["step"] == 2 and state["algorithm"]["tracker"] and state["sampler"] and state["learner"]["optimizer"]
+    assert (
+        state["step"] == 2
+        and state["algorithm"]["tracker"]
+        and state["sampler"]
+        and state["learner"]["optimizer"]
+    )
     assert (tmp_path / "cache" / "offline_init").is_dir()  # offline init cached for reuse
 
     # A second run with the same name refuses to overwrite; --resume continues to step 3.

@@ -22,10 +22,10 @@ import torch
 
 from agentrl.envs.calculator import CalculatorEnv
 from agentrl.learner import Learner
-from agentrl.train_config import LossConfig, OptimConfig
 from agentrl.models import load_model
 from agentrl.policy.hf import HFPolicy
 from agentrl.rollout.episode import run_episode
+from agentrl.train_config import LossConfig, OptimConfig
 from agentrl.types import SamplingParams
 
 
