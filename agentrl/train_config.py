@@ -45,8 +45,17 @@ class ModelConfig:
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     request_timeout: float = 60.0
     prefix_cache_mb: float = 256.0  # hf backend: KV store for multi-turn prefixes (0: off)
+    # how the model writes tool calls: auto (detected from the chat template) | hermes | llama3 |
+    # mistral | json; the env parses and the prompt describes the same format
+    tool_format: str = "auto"
 
     def __post_init__(self) -> None:
+        from agentrl.chat import TOOL_FORMAT_SETTINGS
+
+        if self.tool_format not in TOOL_FORMAT_SETTINGS:
+            raise ValueError(
+                f"tool_format: must be one of {', '.join(TOOL_FORMAT_SETTINGS)}, got {self.tool_format!r}"
+            )
         if not self.name:
             raise ValueError("name: must name a model (tiny, smollm2-135m, an HF id or a local path)")
         _finite("request_timeout", self.request_timeout, low=0)

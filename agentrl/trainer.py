@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from agentrl.algorithms import Algorithm, AlgorithmContext, get_algorithm
+from agentrl.chat import ChatFormat, resolve_tool_format
 from agentrl.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from agentrl.config import ConfigError, save_config, to_dict
 from agentrl.evaluate import EvalResult, evaluate
@@ -95,13 +96,22 @@ def _dtype(name: str, device: torch.device) -> torch.dtype:
     return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[name]
 
 
-def make_env(cfg: TrainConfig, split: str = "train") -> Any:
+def env_kwargs(cfg: TrainConfig, tool_format: str = "hermes") -> dict[str, Any]:
+    """gymnasium.make keyword arguments of the configured env (the tool format only where not the default,
+    so envs with their own constructor signature keep working)."""
+    kw = dict(cfg.env.kwargs)
+    if tool_format != "hermes":
+        kw["tool_format"] = tool_format
+    return kw
+
+
+def make_env(cfg: TrainConfig, split: str = "train", tool_format: str = "hermes") -> Any:
     """The configured env (unwrapped ToolEnv); `module:Id` ids import their module first."""
     import gymnasium
 
     import agentrl.envs  # noqa: F401  (registers the bundled envs)
 
-    kw = dict(cfg.env.kwargs)
+    kw = env_kwargs(cfg, tool_format)
     if cfg.env.latency is not None:
         kw["latency"] = cfg.env.latency
     if cfg.env.max_turns is not None:
@@ -165,9 +175,9 @@ class Trainer:
     def _make_runner(self, seed: int) -> EpisodeRunner:
         cfg = self.cfg
         return EpisodeRunner(
-            lambda _name: make_env(cfg, "train"),
+            lambda _name: make_env(cfg, "train", self.chat.tool_format),
             self.policy,
-            tokenizer=self.tokenizer,
+            tokenizer=self.chat,
             params=self._sampling(),
             max_turns=cfg.env.max_turns,
             max_tokens=cfg.rollout.max_tokens,
@@ -201,7 +211,15 @@ class Trainer:
             dtype=_dtype(cfg.model.dtype, device),
         )
 
-        probe = make_env(cfg, "train")
+        # the model's tool-call format: the prompt describes it, the env parses it
+        self.chat = ChatFormat(
+            self.tokenizer, tool_format=resolve_tool_format(cfg.model.tool_format, self.tokenizer)
+        )
+        print(
+            f"[agentrl] tool calls: {self.chat.tool_format} format, tools rendered by "
+            f"{'the chat template' if self.chat.tools_rendering == 'native' else 'a system-prompt preamble'}"
+        )
+        probe = make_env(cfg, "train", self.chat.tool_format)
         train_ids = probe.task_ids("train")
         if cfg.env.train_prompts is not None:
             train_ids = train_ids[: cfg.env.train_prompts]
@@ -353,7 +371,7 @@ class Trainer:
         cfg, e = self.cfg, self.cfg.eval
         res = await evaluate(
             self.policy,
-            self.tokenizer,
+            self.chat,
             cfg.env.id,
             tasks=e.tasks,
             k=e.k,
@@ -362,7 +380,7 @@ class Trainer:
             max_new_tokens=cfg.rollout.max_new_tokens,
             max_tokens=cfg.rollout.max_tokens,
             max_turns=cfg.env.max_turns,
-            env_kwargs=cfg.env.kwargs,
+            env_kwargs=env_kwargs(cfg, self.chat.tool_format),
             concurrency=cfg.rollout.max_concurrency or 64,
             seed=cfg.seed + 7919,
         )
@@ -481,6 +499,8 @@ class Trainer:
             "eval_before": self.eval_before.as_dict() if self.eval_before else None,
             "eval_after": eval_after.as_dict() if eval_after else None,
             "offline_init": offline,
+            "tool_format": self.chat.tool_format,
+            "tools_rendering": self.chat.tools_rendering,
         }
         (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
         return TrainResult(self.run_dir, self.step, self.eval_before, eval_after, summary["seconds"], history)

@@ -159,3 +159,19 @@ def test_plot_overlays_runs_and_wandb_logs_offline(
     assert {"reward.png", "kl.png", "tracker.png"} <= names  # SPO's panel, from run a
     with pytest.raises(SystemExit, match=r"metrics\.jsonl: no such file"):
         main(["plot", str(tmp_path / "nothing")])
+
+
+def test_eval_of_a_run_uses_the_runs_own_env_and_lengths(
+    micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agentrl.cli.eval import run_config
+
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
+    runs = tmp_path / "runs"
+    assert train(micro_model, runs, "name=r", "steps=1", "rollout.max_new_tokens=7") == 0
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(runs / "r"), "--tasks", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "env: agentrl/Calculator-v0 (the run's), max_new_tokens 7" in out
+    ckpt = next((runs / "r" / "checkpoints").glob("step_*"))
+    assert run_config(ckpt)["env"]["max_turns"] == 2  # found from a checkpoint folder too

@@ -22,13 +22,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="tiny | tiny-random-init | tiny-python | tiny-search | smollm2-135m | a local path or HF id (default: tiny)",
     )
-    p.add_argument("--env", default="agentrl/Calculator-v0", help="a registered gymnasium id")
+    p.add_argument(
+        "--env",
+        default=None,
+        help="a registered gymnasium id (default: the run's own env, else Calculator-v0)",
+    )
     p.add_argument("--tasks", type=int, default=100, help="first N test tasks")
     p.add_argument("--k", type=int, default=1, help="samples per task")
     p.add_argument("--ks", default=None, help="comma-separated k' <= k for pass@k' and maj@k' (default: 1,k)")
     p.add_argument("--temperature", type=float, default=None, help="default: 0 (greedy) if k == 1, else 0.6")
     p.add_argument("--top-p", type=float, default=None, help="default: 1.0 if k == 1, else 0.95")
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--max-new-tokens", type=int, default=None, help="default: the run's, else 96")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", dest="json_out", default=None, help="write the result as JSON to this file")
 
@@ -48,44 +52,79 @@ def resolve_checkpoint(path: str) -> Path:
     return p
 
 
+def run_config(checkpoint: Path) -> dict | None:
+    """The training config of the run a checkpoint belongs to (runs/NAME/config.yaml), if any."""
+    import yaml
+
+    for d in (checkpoint, *checkpoint.parents[:3]):
+        if (d / "config.yaml").is_file() and (d / "checkpoints").is_dir():
+            return yaml.safe_load((d / "config.yaml").read_text())
+    return None
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     import agentrl.envs  # noqa: F401  (registers the bundled envs)
+    from agentrl.chat import ChatFormat, resolve_tool_format
     from agentrl.models import load_model
     from agentrl.policy.hf import HFPolicy
 
     if args.k < 1 or args.tasks < 1:
         raise SystemExit("agentrl eval: --k and --tasks must be >= 1")
-    source = str(resolve_checkpoint(args.checkpoint)) if args.checkpoint else (args.model or "tiny")
+    ckpt = resolve_checkpoint(args.checkpoint) if args.checkpoint else None
+    source = str(ckpt) if ckpt else (args.model or "tiny")
+    trained = run_config(ckpt) if ckpt else None
+    # A run's checkpoint is evaluated on the run's own env, lengths and tool format unless told otherwise.
+    env_cfg = (trained or {}).get("env", {})
+    rollout = (trained or {}).get("rollout", {})
+    env_id = args.env or env_cfg.get("id") or "agentrl/Calculator-v0"
+    same_env = trained is not None and env_id == env_cfg.get("id")
+    env_kwargs = dict(env_cfg.get("kwargs") or {}) if same_env else {}
+    if same_env and env_cfg.get("latency") is not None:
+        env_kwargs["latency"] = env_cfg["latency"]
+    max_new_tokens = args.max_new_tokens or rollout.get("max_new_tokens") or 96
     temperature = args.temperature if args.temperature is not None else (0.0 if args.k == 1 else 0.6)
     top_p = args.top_p if args.top_p is not None else (1.0 if args.k == 1 else 0.95)
     ks = [int(x) for x in args.ks.split(",")] if args.ks else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tok = load_model(source, device=device)
+    setting = ((trained or {}).get("model") or {}).get("tool_format", "auto")
+    chat = ChatFormat(tok, tool_format=resolve_tool_format(setting, tok))
+    if chat.tool_format != "hermes":
+        env_kwargs["tool_format"] = chat.tool_format
+    print(
+        f"model: {source}\nenv: {env_id}{' (the run' + chr(39) + 's)' if same_env else ''}, "
+        f"max_new_tokens {max_new_tokens}, temperature {temperature}, top_p {top_p}, "
+        f"tool format {chat.tool_format}"
+    )
 
     async def go() -> EvalResult:
         policy = HFPolicy(model, tok, seed=args.seed, max_batch_size=64)
         try:
             return await evaluate(
                 policy,
-                tok,
-                args.env,
+                chat,
+                env_id,
                 tasks=args.tasks,
                 k=args.k,
                 ks=ks,
                 temperature=temperature,
                 top_p=top_p,
-                max_new_tokens=args.max_new_tokens,
+                max_new_tokens=max_new_tokens,
+                max_tokens=int(rollout.get("max_tokens") or 1024),
+                max_turns=env_cfg.get("max_turns") if same_env else None,
+                env_kwargs=env_kwargs,
                 seed=args.seed,
             )
         finally:
             await policy.aclose()
 
     result = asyncio.run(go())
-    print(f"model: {source}")
     print(result.table())
     if args.json_out:
-        Path(args.json_out).write_text(json.dumps({"model": source, **result.as_dict()}, indent=2))
+        Path(args.json_out).write_text(
+            json.dumps({"model": source, "env": env_id, **result.as_dict()}, indent=2)
+        )
         print(f"wrote {args.json_out}")
     return 0

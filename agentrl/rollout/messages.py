@@ -15,13 +15,17 @@ and stepped through a fresh reset of the same task, which regenerates the tool r
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from agentrl.tools.base import TOOL_CALL_RE, parse_action
+from agentrl.tools.base import parse_action
 from agentrl.types import Trajectory
+
+# Hermes-format call blocks in assistant text (the bundled envs' format; other formats stay as text)
+TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 __all__ = [
     "SCHEMA_VERSION",
