@@ -66,6 +66,7 @@ class ModelConfig:
 class EnvConfig:
     id: str = "agentrl/Calculator-v0"  # a registered id, or `module:namespace/Name-v0` (imports module)
     kwargs: dict[str, Any] = field(default_factory=dict)  # passed to gymnasium.make
+    path: str | None = None  # a task file or dataset for data envs (agentrl/Dataset-v0): kwargs["path"]
     latency: dict[str, Any] | None = None  # a latency spec (agentrl.envs.latency.from_spec) per tool call
     max_turns: int | None = None  # None: the env's own budget
     train_prompts: int | None = None  # use only the first N train tasks (None: all)

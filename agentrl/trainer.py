@@ -100,6 +100,8 @@ def env_kwargs(cfg: TrainConfig, tool_format: str = "hermes") -> dict[str, Any]:
     """gymnasium.make keyword arguments of the configured env (the tool format only where not the default,
     so envs with their own constructor signature keep working)."""
     kw = dict(cfg.env.kwargs)
+    if cfg.env.path is not None:
+        kw["path"] = cfg.env.path
     if tool_format != "hermes":
         kw["tool_format"] = tool_format
     return kw
@@ -316,7 +318,7 @@ class Trainer:
             {
                 "model": str(self._model_source),
                 "env": cfg.env.id,
-                "env_kwargs": cfg.env.kwargs,
+                "env_kwargs": env_kwargs(cfg, self.chat.tool_format),
                 "max_turns": cfg.env.max_turns,
                 "n0": n,
                 "prompts": hashlib.sha256("\n".join(prompt_ids).encode()).hexdigest(),

@@ -37,7 +37,7 @@ class SPO(Algorithm):
     mode = "stream"
     panels = (
         ("tracker.png", "tracker", ("tracker/rho_mean", "tracker/n_eff_mean", "tracker/value_mean")),
-        ("divergence.png", "D(x) of the batch", ("tracker/d_mean", "tracker/d_odometer_mean")),
+        ("divergence.png", "D(x) at revisits", ("tracker/d_revisit_mean", "tracker/d_odometer_mean")),
     )
 
     def __init__(self, ctx: AlgorithmContext) -> None:
@@ -96,7 +96,10 @@ class SPO(Algorithm):
         baselines = self.divergence.update_tracker(pids, rewards, versions, batch)
         d = np.asarray(self.divergence.last_estimate, dtype=np.float64)
         now = self.odometer.readings(versions)
-        d_odo = np.array([abs(n - self._odo_at_visit.get(p, 0.0)) for p, n in zip(pids, now, strict=True)])
+        # the unscaled odometer D of prompts visited before (NaN at a first visit), beside `d`
+        d_odo = np.array(
+            [abs(n - self._odo_at_visit.get(p, math.nan)) for p, n in zip(pids, now, strict=True)]
+        )
         self._odo_at_visit.update(zip(pids, now.tolist(), strict=True))
         # no group ids: a prompt drawn once is a one-sample "group", so the degenerate-group
         # diagnostics would read ~1.0 and mean nothing for a stream without groups
@@ -108,14 +111,18 @@ class SPO(Algorithm):
             ddof=c.adv_std_ddof,
         )
         seen = np.isfinite(d)
+        both = seen & np.isfinite(d_odo)  # revisits: where the two estimators can be compared
         self._metrics = {
             "tracker/value_mean": float(np.mean(self.tracker.values(pids))),
             "tracker/n_eff_mean": float(np.mean(self.tracker.n_effs(pids))),
             "tracker/baseline_mean": float(np.mean(baselines)),
             "tracker/rho_mean": float(np.mean(self.tracker.rho(d))),
             "tracker/d_mean": float(np.mean(d[seen])) if seen.any() else 0.0,
-            "tracker/d_odometer_mean": float(np.mean(d_odo)),
+            "tracker/revisits": float(both.sum()),
         }
+        if both.any():
+            self._metrics["tracker/d_revisit_mean"] = float(np.mean(d[both]))
+            self._metrics["tracker/d_odometer_mean"] = float(np.mean(d_odo[both]))
         return result
 
     def after_update(self, batch: Sequence[Trajectory], stats: UpdateStats, version: int) -> dict[str, float]:

@@ -132,7 +132,8 @@ def test_spo_owns_tracker_divergence_and_odometer_and_round_trips() -> None:
     raw = np.array([1 - 0.5, 0 - 0.5 / 3, 1 - 0.5])  # p2 unseen: prior (.5, .5)
     np.testing.assert_allclose(res.advantages, (raw - raw.mean()) / (raw.std() + 1e-8))
     m = algo.after_update(batch, stats(0.01), version=1)
-    assert {"tracker/rho_mean", "tracker/n_eff_mean", "tracker/d_mean", "tracker/d_odometer_mean"} <= set(m)
+    assert {"tracker/rho_mean", "tracker/n_eff_mean", "tracker/d_mean", "tracker/revisits"} <= set(m)
+    assert m["tracker/revisits"] == 0 and "tracker/d_odometer_mean" not in m  # nothing to compare yet
     assert algo.odometer.total == pytest.approx(0.01)  # type: ignore[attr-defined]
     clone = build("spo", offline_prompts=2, offline_n0=2)
     clone.load_state_dict(algo.state_dict())
@@ -152,9 +153,13 @@ def test_odometer_scale_multiplies_d() -> None:
         algo.advantages([traj("p0", 1.0)])
         algo.after_update([traj("p0", 1.0)], stats(0.02), version=1)
         algo.advantages([traj("p0", 0.0, version=1)])
-    da = a.after_update([traj("p0", 0.0)], stats(0.0), 2)["tracker/d_mean"]
-    db = b.after_update([traj("p0", 0.0)], stats(0.0), 2)["tracker/d_mean"]
-    assert da == pytest.approx(0.02) and db == pytest.approx(0.08)
+    ma = a.after_update([traj("p0", 0.0)], stats(0.0), 2)
+    mb = b.after_update([traj("p0", 0.0)], stats(0.0), 2)
+    assert ma["tracker/d_mean"] == pytest.approx(0.02) and mb["tracker/d_mean"] == pytest.approx(0.08)
+    # at a revisit both estimators are logged: D as used, and the unscaled odometer beside it
+    assert mb["tracker/d_revisit_mean"] == pytest.approx(0.08) and mb[
+        "tracker/d_odometer_mean"
+    ] == pytest.approx(0.02)
 
 
 class FakeScorer:
