@@ -61,9 +61,10 @@ class RunLog:
 
     def truncate_after(self, step: int) -> None:
         """Drop records with step > `step` here and in the run's `rollouts.jsonl` (used on resume,
-        before writing new ones), so no step is counted twice."""
+        before writing new ones), so no step is counted twice. An evaluation-only row at `step` itself
+        (a final evaluation the resumed run will repeat) goes too; the step-0 "before" row stays."""
         self._file.close()
-        truncate_jsonl(self.path, step)
+        truncate_jsonl(self.path, step, drop_eval_only_at_step=step > 0)
         truncate_jsonl(self.dir / "rollouts.jsonl", step)
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115
 
@@ -96,8 +97,9 @@ class RunLog:
         self.close()
 
 
-def truncate_jsonl(path: Path, step: int) -> None:
-    """Keep the rows of a JSONL file whose `step` is <= `step` (atomically; a torn last line goes)."""
+def truncate_jsonl(path: Path, step: int, drop_eval_only_at_step: bool = False) -> None:
+    """Keep the rows of a JSONL file whose `step` is <= `step` (atomically; a torn last line goes);
+    with `drop_eval_only_at_step`, rows at `step` that hold no training record go too."""
     if not path.is_file():
         return
     kept = []
@@ -106,8 +108,10 @@ def truncate_jsonl(path: Path, step: int) -> None:
             row = json.loads(line)
         except json.JSONDecodeError:
             continue  # a line torn by a kill
-        if int(row.get("step", -1)) <= step:
-            kept.append(line)
+        s = int(row.get("step", -1))
+        if s > step or (drop_eval_only_at_step and s == step and "reward_mean" not in row):
+            continue
+        kept.append(line)
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text("".join(k + "\n" for k in kept))
     tmp.replace(path)

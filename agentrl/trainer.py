@@ -31,7 +31,15 @@ import torch
 
 from agentrl.algorithms import Algorithm, AlgorithmContext, get_algorithm
 from agentrl.chat import ChatFormat, resolve_tool_format
-from agentrl.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from agentrl.checkpoint import (
+    LATEST,
+    NoIntactCheckpoint,
+    clean_stale,
+    latest_intact_checkpoint,
+    load_state,
+    save_checkpoint,
+    step_folders,
+)
 from agentrl.config import ConfigError, save_config, to_dict
 from agentrl.evaluate import EvalResult, evaluate
 from agentrl.learner import Learner, UpdateStats
@@ -257,19 +265,32 @@ class Trainer:
             project=cfg.log.project,
             config=to_dict(cfg),
         )
+        if resume_from is None:  # from step 0: drop the records of an earlier try that left no checkpoint
+            self.log.truncate_after(-1)
         return resume_from
 
     def _find_resume_point(self) -> Path | None:
+        """The checkpoint to resume from, or None to start from step 0.
+
+        Only complete step folders count: the `.tmp-` leftovers of a writer killed mid-checkpoint
+        (and a `latest` pointer with no folder behind it) are cleaned once the start is decided.
+        """
         if not self.resume:
-            if self.ckpt_dir.exists() and any(self.ckpt_dir.iterdir()):
+            if step_folders(self.ckpt_dir):
                 raise SystemExit(
                     f"agentrl train: {self.run_dir} already holds checkpoints; pass --resume to continue "
                     f"it or choose another name= (nothing was overwritten)"
                 )
+            clean_stale(self.ckpt_dir)
+            (self.ckpt_dir / LATEST).unlink(missing_ok=True)
             return None
-        found = latest_checkpoint(self.ckpt_dir)
-        if found is None:
-            raise SystemExit(f"agentrl train: --resume: no intact checkpoint in {self.ckpt_dir}")
+        try:
+            found = latest_intact_checkpoint(self.ckpt_dir, lambda m: print(f"[agentrl] {m}"))
+        except NoIntactCheckpoint as e:
+            raise SystemExit(f"agentrl train: --resume: {e}") from None
+        clean_stale(self.ckpt_dir)
+        if found is None:  # killed before its first checkpoint was complete: nothing to lose
+            print(f"[agentrl] {self.run_dir.name} has no complete checkpoint yet; starting it from step 0")
         return found
 
     # ---- resume -----------------------------------------------------------------------------------

@@ -1,11 +1,23 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from agentrl.checkpoint import latest_checkpoint, load_state, save_checkpoint
+from agentrl.checkpoint import (
+    NoIntactCheckpoint,
+    checkpoint_problem,
+    clean_stale,
+    latest_checkpoint,
+    latest_intact_checkpoint,
+    load_state,
+    save_checkpoint,
+    step_folders,
+)
 from agentrl.runlog import RunLog, read_metrics
 
 
@@ -58,3 +70,124 @@ def test_runlog_writes_tensorboard_events(tmp_path) -> None:
     with RunLog(tmp_path) as log:
         log.log(0, {"reward": 0.5, "note": "text is skipped", "nan": float("nan")})
     assert any(name.startswith("events") for name in os.listdir(tmp_path / "tb"))
+
+
+# ---- resume falls back past broken checkpoints ----------------------------------------------------
+
+
+def _fake_checkpoints(root: Path, steps: int = 4) -> None:
+    """Checkpoints shaped like the trainer's: state.pt plus a config.json and model.safetensors."""
+    from safetensors.torch import save_file
+
+    def write_model(d: Path) -> None:
+        (d / "config.json").write_text("{}")
+        save_file({"w": torch.arange(64, dtype=torch.float32)}, str(d / "model.safetensors"))
+
+    for step in range(1, steps + 1):
+        save_checkpoint(root, step, {"step": step, "opt": torch.ones(256)}, write_model, keep=3)
+
+
+def _intact(root: Path) -> tuple[Path | None, list[str]]:
+    said: list[str] = []
+    return latest_intact_checkpoint(root, said.append), said
+
+
+def test_intact_latest_is_used_silently(tmp_path: Path) -> None:
+    _fake_checkpoints(tmp_path)
+    found, said = _intact(tmp_path)
+    assert found is not None and found.name == "step_000004" and said == []
+    assert latest_intact_checkpoint(tmp_path / "nothing-here") is None
+
+
+def test_truncated_state_falls_back(tmp_path: Path) -> None:
+    _fake_checkpoints(tmp_path)
+    state = tmp_path / "step_000004" / "state.pt"
+    state.write_bytes(state.read_bytes()[:100])
+    found, said = _intact(tmp_path)
+    assert found is not None and found.name == "step_000003" and load_state(found)["step"] == 3
+    assert len(said) == 1 and "\n" not in said[0]
+    assert re.match(
+        r"checkpoint step_000004 is unreadable \(state\.pt: .+\); resuming from step_000003$", said[0]
+    )
+
+
+def test_garbage_safetensors_falls_back(tmp_path: Path) -> None:
+    _fake_checkpoints(tmp_path)
+    weights = tmp_path / "step_000004" / "model.safetensors"
+    weights.write_bytes(os.urandom(weights.stat().st_size))
+    found, said = _intact(tmp_path)
+    assert found is not None and found.name == "step_000003"
+    assert said[0].startswith("checkpoint step_000004 is unreadable (model.safetensors: ")
+
+
+def test_truncated_safetensors_and_missing_weights_fall_back(tmp_path: Path) -> None:
+    _fake_checkpoints(tmp_path)
+    weights = tmp_path / "step_000004" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-10])
+    (tmp_path / "step_000003" / "model.safetensors").unlink()
+    found, said = _intact(tmp_path)
+    assert found is not None and found.name == "step_000002"
+    assert "step_000004 is unreadable (model.safetensors:" in said[0]
+    assert "step_000003 is unreadable (model weights are missing)" in said[0]
+
+
+def test_pointer_to_a_missing_step_falls_back(tmp_path: Path) -> None:
+    _fake_checkpoints(tmp_path)
+    (tmp_path / "latest").write_text("step_000009")
+    found, said = _intact(tmp_path)
+    assert found is not None and found.name == "step_000004"
+    assert said == [
+        "latest names step_000009, but step_000009/state.pt is missing; resuming from step_000004"
+    ]
+
+
+def test_garbage_pointer_falls_back(tmp_path: Path) -> None:
+    _fake_checkpoints(tmp_path)
+    (tmp_path / "latest").write_bytes(b"\x00\xffnot a step\n")
+    found, said = _intact(tmp_path)
+    assert found is not None and found.name == "step_000004"
+    assert said[0].startswith("latest names no checkpoint (") and said[0].endswith(
+        "resuming from step_000004"
+    )
+    (tmp_path / "latest").unlink()  # a writer killed between the rename and the pointer update
+    found, said = _intact(tmp_path)
+    assert (
+        found is not None
+        and found.name == "step_000004"
+        and said == ["latest is missing; resuming from step_000004"]
+    )
+
+
+def test_no_intact_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
+    _fake_checkpoints(tmp_path, steps=2)
+    for step in (1, 2):
+        (tmp_path / f"step_{step:06d}" / "state.pt").write_bytes(b"")
+    with pytest.raises(
+        NoIntactCheckpoint, match=rf"^no intact checkpoint in {re.escape(str(tmp_path))}: "
+    ) as e:
+        latest_intact_checkpoint(tmp_path)
+    assert "\n" not in str(e.value) and "step_000002" in str(e.value) and "step_000001" in str(e.value)
+
+
+def test_folders_newer_than_the_pointer_are_ignored(tmp_path: Path) -> None:
+    _fake_checkpoints(tmp_path, steps=3)
+    (tmp_path / "latest").write_text("step_000002")
+    found, said = _intact(tmp_path)
+    assert found is not None and found.name == "step_000002" and said == []
+
+
+def test_removing_a_step_folder_never_leaves_half_of_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _fake_checkpoints(tmp_path, steps=3)
+
+    def killed(path: object, *a: object, **k: object) -> None:
+        raise KeyboardInterrupt  # stands in for a kill while the old folder is being deleted
+
+    monkeypatch.setattr("agentrl.checkpoint.shutil.rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path, 4, {"step": 4}, keep=3)  # prunes step_000001
+    monkeypatch.undo()
+    assert [p.name for p in step_folders(tmp_path)] == ["step_000004", "step_000003", "step_000002"]
+    assert all(checkpoint_problem(p) is None for p in step_folders(tmp_path))
+    assert clean_stale(tmp_path) == [f"step_000001.tmp-del-{os.getpid()}"]

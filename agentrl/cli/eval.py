@@ -37,18 +37,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", dest="json_out", default=None, help="write the result as JSON to this file")
 
 
-def resolve_checkpoint(path: str) -> Path:
-    from agentrl.checkpoint import latest_checkpoint
+def resolve_checkpoint(path: str, command: str = "agentrl eval") -> Path:
+    """A checkpoint directory from a checkpoint, checkpoints or run directory: the newest intact
+    checkpoint of a run (a broken newer one is skipped with a one-line note)."""
+    from agentrl.checkpoint import NoIntactCheckpoint, latest_intact_checkpoint, step_folders
 
     p = Path(path)
     if (p / "checkpoints").is_dir():
         p = p / "checkpoints"
-    if (p / "latest").is_file():
-        found = latest_checkpoint(p)
-        assert found is not None
-        return found
+    if (p / "latest").is_file() or step_folders(p):
+        try:
+            found = latest_intact_checkpoint(p)
+        except NoIntactCheckpoint as e:
+            raise SystemExit(f"{command}: {e}") from None
+        if found is not None:
+            return found
     if not (p / "config.json").is_file():
-        raise SystemExit(f"agentrl eval: {path} is not a checkpoint directory (no config.json)")
+        raise SystemExit(f"{command}: {path} is not a checkpoint or run directory (no config.json)")
     return p
 
 

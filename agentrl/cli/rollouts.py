@@ -14,7 +14,6 @@ import asyncio
 import json
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 
@@ -66,20 +65,9 @@ def env_kwargs(args: argparse.Namespace) -> dict[str, Any]:
 def _source(args: argparse.Namespace) -> str:
     if not args.checkpoint:
         return args.model or "tiny"
-    from agentrl.checkpoint import latest_checkpoint
+    from agentrl.cli.eval import resolve_checkpoint
 
-    p = Path(args.checkpoint)
-    if (p / "checkpoints").is_dir():
-        p = p / "checkpoints"
-    if (p / "latest").is_file():
-        found = latest_checkpoint(p)
-        if found is not None:
-            return str(found)
-    if not (p / "config.json").is_file():
-        raise ValueError(
-            f"--checkpoint {args.checkpoint}: not a checkpoint or run directory (no config.json)"
-        )
-    return str(p)
+    return str(resolve_checkpoint(args.checkpoint, "agentrl rollouts"))
 
 
 async def collect(
