@@ -1,7 +1,7 @@
 """The latency study's computations: every figure comes from the real `RolloutScheduler` in virtual time.
 
 A *job* is a plain dict (picklable, so two worker processes can share the list) naming a kind and
-its parameters; `run_job` turns it into plain JSON-able numbers. Nothing here writes files.
+its parameters; `jobs.run_job` turns it into plain JSON-able numbers. Nothing here writes files.
 
 The one deliberate exception to "the simulator is the scheduler" is `order_statistics`, which
 recomputes the paper setting's batch times directly from the sampled durations (no scheduler) to
@@ -406,27 +406,6 @@ def job_realtime(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-# ----------------------------------------------------------------------------- dispatch
-
-
-def run_job(job: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-    kind = job["kind"]
-    if kind == "compare":
-        res = job_compare(job)
-    elif kind == "reproduction":
-        res = job_reproduction(job)
-    elif kind == "realtime":
-        res = job_realtime(job)
-    elif kind == "training":
-        from latency_training import job_training  # local module, next to this one
-
-        res = job_training(job)
-    else:
-        raise ValueError(f"unknown job kind {kind!r}")
-    res["job"] = {k: v for k, v in job.items() if k not in ("arms",)}
-    return job["id"], res
-
-
 def describe_model(m: Any) -> str:
     """A latency model's exact repr, except that an empirical trace is summarised, not listed."""
     if isinstance(m, Empirical):
@@ -467,6 +446,5 @@ __all__ = [
     "order_statistics",
     "paper_arms",
     "ratio_stats",
-    "run_job",
     "summarize",
 ]

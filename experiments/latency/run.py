@@ -21,7 +21,8 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from latency_study import async_arms, paper_arms, run_job  # noqa: E402
+from jobs import run_job  # noqa: E402
+from latency_study import async_arms, paper_arms  # noqa: E402
 
 
 def _with_p(profile: dict[str, Any], p: float) -> dict[str, Any]:
