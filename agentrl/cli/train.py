@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -110,6 +111,13 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError(
             f"rollout.batch_size ({cfg.rollout.batch_size}) must be a multiple of algo.group_size "
             f"({cfg.algo.group_size}) for {cfg.algo.name}"
+        )
+    per_batch = math.ceil(cfg.rollout.batch_size / (cfg.algo.group_size if algo.mode == "group" else 1))
+    per_round = math.ceil(per_batch * cfg.rollout.overprovision)
+    if cfg.env.train_prompts is not None and cfg.env.train_prompts < per_round:
+        raise ConfigError(
+            f"env.train_prompts ({cfg.env.train_prompts}) is smaller than the distinct prompts one batch "
+            f"draws ({per_round}); raise it or lower rollout.batch_size"
         )
     _check_env(cfg.env.id)
     _check_model(cfg.model.name)
