@@ -434,10 +434,10 @@ def _parse_transcript(row: Any, where: str, tools: list[dict[str, Any]]) -> Demo
         raise ValueError(f"{where}: expected an object with a non-empty 'messages' list")
     line_tools = row.get("tools", tools)
     if not isinstance(line_tools, list) or not all(isinstance(t, dict) for t in line_tools):
-        raise ValueError(f"{where}.tools: must be a list of tool schemas")
+        raise ValueError(f"{where}: tools: must be a list of tool schemas")
     reward = row.get("reward", 1.0)
     if not isinstance(reward, int | float) or isinstance(reward, bool):
-        raise ValueError(f"{where}.reward: must be a number, got {reward!r}")
+        raise ValueError(f"{where}: reward: must be a number, got {reward!r}")
     messages: list[dict[str, Any]] = []
     names: dict[str, str] = {}
     for i, m in enumerate(row["messages"]):

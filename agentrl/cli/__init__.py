@@ -11,6 +11,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("agentrl.cli.eval", "held-out avg@k, pass@k and maj@k of a checkpoint or model"),
     "envs": ("agentrl.cli.envs", "list the registered environments with their tools and task counts"),
     "simulate": ("agentrl.cli.simulate", "run the rollout scheduler on simulated episodes in virtual time"),
+    "sft": ("agentrl.cli.sft", "warm-start a model on an env's demonstrations (its expert or a JSONL file)"),
 }
 
 
