@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run episodes with a checkpoint or model and write them as chat-message JSONL",
     ),
     "simulate": ("agentrl.cli.simulate", "run the rollout scheduler on simulated episodes in virtual time"),
+    "sft": ("agentrl.cli.sft", "warm-start a model on an env's demonstrations (its expert or a JSONL file)"),
 }
 
 

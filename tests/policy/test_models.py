@@ -12,25 +12,18 @@ from typing import Any
 import pytest
 
 from agentrl.chat import ChatFormat
-from agentrl.models import (
+from agentrl.models import _cached_build, cache_dir, load_model, model_path
+from agentrl.prefix import shares_prefix
+from agentrl.sft import (
     Demonstration,
-    TinyRecipe,
-    _cached_build,
-    _drill_sequences,
-    _fit,
     _length_split,
-    _masked_loss,
-    _slip_phase,
     _wrong_operator,
-    cache_dir,
     collect_demonstrations,
     encode_demonstration,
-    load_model,
-    model_path,
-    tiny_config,
-    wire_induction,
 )
-from agentrl.prefix import shares_prefix
+from agentrl.sft import fit as _fit
+from agentrl.sft import masked_loss as _masked_loss
+from agentrl.tiny import TinyRecipe, _drill_sequences, _slip_phase, tiny_config, wire_induction
 from tests.policy.conftest import CALC_SCHEMA, SYSTEM
 
 
@@ -170,7 +163,7 @@ def test_slip_phase_trains_on_calculator_demos_with_wrong_operators(
     import torch
     from transformers import AutoModelForCausalLM
 
-    import agentrl.models as models
+    import agentrl.tiny as models
 
     seen: list[Any] = []
     collect = models.collect_demonstrations
@@ -190,7 +183,7 @@ def test_slip_phase_trains_on_calculator_demos_with_wrong_operators(
     assert seen == [((("calculator", "warmup", 30),), dict(noise=0.25, seed=1, kind="operator"))]
     # `slip_demos` sets how many, `slip_batch` the rows a step, without touching the SFT's
     rows: list[int] = []
-    monkeypatch.setattr(models, "_fit", lambda m, pad, batch, *a, **kw: rows.append(len(batch(0))))
+    monkeypatch.setattr(models, "fit", lambda m, pad, batch, *a, **kw: rows.append(len(batch(0))))
     _slip_phase(model, ChatFormat(tokenizer), recipe)
     _slip_phase(model, ChatFormat(tokenizer), dataclasses.replace(recipe, slip_demos=12, slip_batch=5))
     assert seen[-1][0] == (("calculator", "warmup", 12),) and rows == [recipe.sft_batch, 5]
@@ -402,7 +395,7 @@ async def test_smollm2_runs_episodes_in_every_env() -> None:
 
 def test_micro_build_records_the_slip_phase(tmp_path: Path) -> None:
     """A whole `build_tiny` at a micro scale: weights, tokenizer and a record that says what each phase did."""
-    from agentrl.models import build_tiny
+    from agentrl.tiny import build_tiny
 
     micro = dict(
         hidden_size=64, intermediate_size=128, num_layers=1, vocab_size=1024, drill_steps=2, drill_batch=4,
@@ -425,7 +418,7 @@ def test_micro_build_records_the_slip_phase(tmp_path: Path) -> None:
 
 
 def test_split_unseen_tokens_breaks_names_the_reference_never_uses() -> None:
-    from agentrl.models import split_unseen_tokens, train_tokenizer
+    from agentrl.tiny import split_unseen_tokens, train_tokenizer
 
     corpus = ["founder of Krekrork Bribrork works at Medrein Labs."] * 50
     corpus += ["founder of Dabram Stoubeikend works at Teb Labs."] * 50
@@ -444,7 +437,7 @@ def test_split_unseen_tokens_breaks_names_the_reference_never_uses() -> None:
 
 
 def test_sft_prefixes_cut_a_demo_after_each_assistant_turn() -> None:
-    from agentrl.models import Demonstration, _prefixes
+    from agentrl.sft import Demonstration, _prefixes
 
     msgs = [
         {"role": "system", "content": "s"},
