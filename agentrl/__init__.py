@@ -178,3 +178,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
     from agentrl.whatif import read_run, what_if  # noqa: F401
 
 __all__ = ["Generation", "SamplingParams", "Status", "Trajectory", "Turn", "__version__", *_LAZY]
+
+# `import agentrl` alone registers the bundled envs with Gymnasium, so
+# `gymnasium.make("agentrl/Calculator-v0")` works without importing agentrl.envs by hand.
+import agentrl.envs  # noqa: E402, F401
