@@ -92,8 +92,10 @@ class AlgoConfig:
     rho_max: float = 0.96
     d_half: float = 0.06
     divergence: Literal["odometer", "replay"] = "odometer"
-    # odometer D = odometer_scale · (summed per-update KL); calibrated against replay D (README)
-    odometer_scale: float = 1.0
+    # odometer D = odometer_scale · (summed per-update KL). A KL is second order in the change of
+    # log-probs, replay's D first order: 7 makes the two give the same mean ρ on the default job
+    # (measured: README, "Differences from the reference recipe"); 1 is the raw odometer
+    odometer_scale: float = 7.0
     # replay D: which tokens (model tokens, or the whole response incl. tool tokens), against what
     # (the sampling log-probs, or the trainer's re-score right after the update), and D at a first visit
     replay_mask: Literal["model", "response"] = "model"
