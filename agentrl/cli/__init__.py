@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run episodes with a checkpoint or model and write them as chat-message JSONL",
     ),
     "simulate": ("agentrl.cli.simulate", "run the rollout scheduler on simulated episodes in virtual time"),
+    "serve": (
+        "agentrl.cli.serve",
+        "start N local vLLM servers for the openai backend and print their endpoints",
+    ),
 }
 
 
