@@ -202,3 +202,21 @@ async def test_a_dead_worker_fails_its_episodes_and_is_replaced(
         await runner.aclose()
     finally:
         pool.shutdown()
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(300)
+def test_trainer_runs_its_episodes_on_ray_workers(ray_local: Any, tmp_path: Any) -> None:
+    import json
+
+    from agentrl.trainer import Trainer
+    from tests.test_trainer import make_micro_model, micro_config
+
+    model_dir = make_micro_model(tmp_path / "micro")
+    cfg = micro_config(model_dir, tmp_path / "runs", steps=1, name="ray")
+    cfg.env.backend, cfg.env.workers = "ray", 2
+    trainer = Trainer(cfg)
+    result = trainer.run()
+    assert result.steps == 1 and trainer.env_pool.replaced == 0 and trainer.env_pool._closed
+    rows = [json.loads(line) for line in (result.run_dir / "rollouts.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["status"] in ("ok", "truncated") for r in rows)
