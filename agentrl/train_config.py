@@ -79,7 +79,7 @@ class EnvConfig:
         _at_least("train_prompts", self.train_prompts, 1, none_ok=True)
         _at_least("workers", self.workers, 1)
         if self.backend != "ray" and (self.workers != 1 or self.ray_address):
-            raise ValueError("workers: env.workers and env.ray_address need env.backend=ray")
+            raise ValueError("workers: env.workers and env.ray_address are for env.backend=ray")
 
 
 @dataclass

@@ -49,7 +49,7 @@ def test_env_config_fields_are_validated() -> None:
     assert EnvConfig(backend="ray", workers=4, ray_address="head:6379").workers == 4
     with pytest.raises(ValueError, match="workers: must be an integer >= 1"):
         EnvConfig(backend="ray", workers=0)
-    with pytest.raises(ValueError, match=r"need env\.backend=ray"):
+    with pytest.raises(ValueError, match=r"are for env\.backend=ray"):
         EnvConfig(workers=2)
 
 
