@@ -43,6 +43,8 @@ _LAZY: dict[str, str] = {
     "SimulatedRunner": "agentrl.rollout.simulated",
     "EpisodeProfile": "agentrl.rollout.simulated",
     "EpisodeRunner": "agentrl.rollout.episode",
+    "RayEnvPool": "agentrl.rollout.ray_envs",  # envs in Ray actors (agentrl[ray])
+    "Replicas": "agentrl.serve",  # several local vLLM servers
     # latency simulator
     "simulate_study": "agentrl.simulate",  # `agentrl.simulate` is the module; this is its `simulate`
     "run_arm": "agentrl.simulate",

@@ -70,10 +70,17 @@ class EnvConfig:
     latency: dict[str, Any] | None = None  # a latency spec (agentrl.envs.latency.from_spec) per tool call
     max_turns: int | None = None  # None: the env's own budget
     train_prompts: int | None = None  # use only the first N train tasks (None: all)
+    # where the envs (and their tools) run: in this process, or in `workers` Ray actors (agentrl[ray])
+    backend: Literal["process", "ray"] = "process"
+    workers: int = 1  # ray: env worker actors
+    ray_address: str | None = None  # ray: HOST:6379 or ray://HOST:10001 of a running cluster (None: local)
 
     def __post_init__(self) -> None:
         _at_least("max_turns", self.max_turns, 1, none_ok=True)
         _at_least("train_prompts", self.train_prompts, 1, none_ok=True)
+        _at_least("workers", self.workers, 1)
+        if self.backend != "ray" and (self.workers != 1 or self.ray_address):
+            raise ValueError("workers: env.workers and env.ray_address are for env.backend=ray")
 
 
 @dataclass

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import copy
+import functools
 import hashlib
 import json
 import math
@@ -182,10 +183,22 @@ class Trainer:
             return VLLMPolicy(str(self._model_source), tokenizer=tokenizer, seed=self.cfg.seed)
         raise ConfigError(f"model.backend: unknown backend {m.backend!r}")
 
+    def _env_factory(self) -> Any:
+        """Training envs in process, or (env.backend=ray) from one pool of Ray env workers."""
+        make = functools.partial(make_env, self.cfg, "train", self.chat.tool_format)
+        if self.cfg.env.backend != "ray":
+            return lambda _name: make()
+        if getattr(self, "env_pool", None) is None:
+            from agentrl.rollout.ray_envs import RayEnvPool, SameEnv
+
+            e = self.cfg.env
+            self.env_pool = RayEnvPool(SameEnv(make), workers=e.workers, address=e.ray_address)
+        return self.env_pool
+
     def _make_runner(self, seed: int) -> EpisodeRunner:
         cfg = self.cfg
         return EpisodeRunner(
-            lambda _name: make_env(cfg, "train", self.chat.tool_format),
+            self._env_factory(),
             self.policy,
             tokenizer=self.chat,
             params=self._sampling(),
@@ -510,6 +523,8 @@ class Trainer:
             self.log.close()
             with contextlib.suppress(Exception):
                 await runner.aclose()
+            if getattr(self, "env_pool", None) is not None:
+                self.env_pool.shutdown()
             await self.policy.aclose()
 
         from agentrl.plots import plot_run

@@ -34,6 +34,10 @@ def test_import_agentrl_alone_registers_the_bundled_envs() -> None:
     import subprocess
     import sys
 
-    code = "import agentrl, gymnasium; print(type(gymnasium.make('agentrl/Calculator-v0').unwrapped).__name__)"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True)
+    code = (
+        "import agentrl, gymnasium; print(type(gymnasium.make('agentrl/Calculator-v0').unwrapped).__name__)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
     assert out.stdout.strip() == "CalculatorEnv"

@@ -17,6 +17,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "simulate": ("agentrl.cli.simulate", "run the rollout scheduler on simulated episodes in virtual time"),
     "sft": ("agentrl.cli.sft", "warm-start a model on an env's demonstrations (its expert or a JSONL file)"),
+    "serve": (
+        "agentrl.cli.serve",
+        "start N local vLLM servers for the openai backend and print their endpoints",
+    ),
 }
 
 

