@@ -8,6 +8,7 @@ parameter changes of an Adam step to 1e-3 relative (1e-8 absolute).
 
 from __future__ import annotations
 
+import copy
 import os
 import subprocess
 import sys
@@ -117,8 +118,116 @@ def test_two_rank_fsdp_and_ddp_updates_equal_one_process(tmp_path: Path) -> None
 # ---- `torchrun -m agentrl.cli train` on the micro model ---------------------------------------------
 
 
-def _torchrun(nproc: int, overrides: list[str], env: dict[str, str], log: Path) -> subprocess.CompletedProcess:
+def _torchrun(
+    nproc: int, overrides: list[str], env: dict[str, str], log: Path
+) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     cmd += ["-m", "agentrl.cli", "train", *overrides]
     with open(log, "ab") as f:
         return subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=600, check=False)
+
+
+def _rows(run: Path) -> list[dict[str, Any]]:
+    from agentrl.runlog import read_metrics
+
+    return [r for r in read_metrics(run / "metrics.jsonl") if "reward_mean" in r]
+
+
+def test_two_rank_micro_run_checkpoints_and_resumes_on_two_or_one_ranks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from agentrl.checkpoint import SHARDED, latest_checkpoint, load_state
+    from agentrl.trainer import Trainer
+    from tests.test_trainer import MICRO_OVERRIDES, make_micro_model, micro_config
+
+    model = make_micro_model(tmp_path / "micro")
+    runs = tmp_path / "runs"
+    env = {**os.environ, "AGENTRL_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    monkeypatch.setenv("AGENTRL_CACHE", env["AGENTRL_CACHE"])
+    base = [f"model.name={model}", f"run_root={runs}", *MICRO_OVERRIDES]
+    log = tmp_path / "train.log"
+
+    # 2 ranks (FSDP2) through the launcher flag, which re-runs the command under torchrun
+    cmd = [
+        sys.executable,
+        "-m",
+        "agentrl.cli",
+        "train",
+        "--nproc-per-node",
+        "2",
+        *base,
+        "name=two",
+        "steps=2",
+    ]
+    with open(log, "ab") as f:
+        proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=600, check=False)
+    assert proc.returncode == 0, log.read_text()[-4000:]
+    two = _rows(runs / "two")
+    assert [r["step"] for r in two] == [1, 2]
+    ckpt = latest_checkpoint(runs / "two" / "checkpoints")
+    assert ckpt is not None and ckpt.name == "step_000002"
+    assert (ckpt / SHARDED / ".metadata").is_file() and (ckpt / "model.safetensors").is_file()
+    state = load_state(ckpt)
+    assert "optimizer" not in state["learner"] and state["learner"]["total_steps"] == 2
+
+    # the same seed on one process: the first update (same episodes) has the same loss, KL, grad norm
+    Trainer(micro_config(model, runs, steps=1, name="one")).run()
+    one = _rows(runs / "one")
+    for key in ("learner/kl", "learner/grad_norm", "learner/entropy"):
+        assert two[0][key] == pytest.approx(one[0][key], rel=1e-4), key
+    assert two[0]["learner/loss"] == pytest.approx(one[0]["learner/loss"], abs=1e-6)
+    assert two[0]["learner/tokens"] == one[0]["learner/tokens"]
+
+    # one process resumes the 2-rank checkpoint (DCP reshards); its optimizer state is the saved one
+    shutil.copytree(runs / "two", runs / "two-on-one")
+    trainer = Trainer(micro_config(model, runs, steps=3, name="two-on-one"), resume=True)
+    seen: dict[str, Any] = {}
+    original = trainer._train_step
+
+    async def spy(batch: Any) -> Any:
+        if not seen:
+            from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+            state = get_optimizer_state_dict(trainer.learner.model, trainer.learner.optimizer)
+            seen["optim"] = copy.deepcopy(state)  # the update changes the tensors in place
+            seen["step"] = trainer.step
+        return await original(batch)
+
+    trainer._train_step = spy  # type: ignore[method-assign]
+    assert trainer.run().steps == 3 and seen["step"] == 2
+    saved = _read_dcp(ckpt / SHARDED, tmp_path / "saved.pt")
+    for name, s in seen["optim"]["state"].items():
+        for k in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(s[k], saved[f"optim.state.{name}.{k}"], atol=0, rtol=0)
+        assert float(s["step"]) == 2.0
+    assert [r["step"] for r in _rows(runs / "two-on-one")] == [1, 2, 3]
+
+    # 2 ranks resume the 2-rank run, and the 1-process run (its optimizer state goes to the shards)
+    for name, steps in (("two", 3), ("one", 2)):
+        r = _torchrun(2, [*base, f"name={name}", f"steps={steps}", "--resume"], env, log)
+        assert r.returncode == 0, log.read_text()[-4000:]
+        assert [row["step"] for row in _rows(runs / name)] == list(range(1, steps + 1))
+        assert f"resumed {name} at step {steps - 1}" in log.read_text()
+        last = latest_checkpoint(runs / name / "checkpoints")
+        assert last is not None and (last / SHARDED / ".metadata").is_file()
+        assert load_state(last)["learner"]["total_steps"] == steps
+
+
+def _read_dcp(path: Path, out: Path) -> dict[str, torch.Tensor]:
+    """A DCP folder's tensors by flat key, read by torch's own converter."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    dcp_to_torch_save(path, out)
+    flat: dict[str, torch.Tensor] = {}
+
+    def walk(prefix: str, v: Any) -> None:
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), x)
+        elif isinstance(v, torch.Tensor):
+            flat[prefix] = v
+
+    walk("", torch.load(out, weights_only=False))
+    return flat
