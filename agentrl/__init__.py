@@ -89,6 +89,7 @@ _LAZY: dict[str, str] = {
     "SchedulerConfig": "agentrl.train_config",
     "OptimConfig": "agentrl.train_config",
     "LossConfig": "agentrl.train_config",
+    "LearnerConfig": "agentrl.train_config",
     "EvalConfig": "agentrl.train_config",
     "LogConfig": "agentrl.train_config",
     # algorithms
@@ -166,6 +167,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         AlgoConfig,
         EnvConfig,
         EvalConfig,
+        LearnerConfig,
         LogConfig,
         LossConfig,
         ModelConfig,

@@ -20,6 +20,7 @@ Nothing here imports the trainer or the learner.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import os
 from collections.abc import Iterator, Sequence
@@ -171,8 +172,14 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext, cfg: LearnerConfig) -> 
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
-        # no buffer broadcast: forwards then run no collective, so rank 0 may score alone
-        return DistributedDataParallel(model, device_ids=ids, broadcast_buffers=False)
+        # no buffer sync in forward: forwards then run no collective, so rank 0 may score alone
+        params = inspect.signature(DistributedDataParallel).parameters
+        sync = (
+            {"forward_sync_buffers": False}
+            if "forward_sync_buffers" in params
+            else {"broadcast_buffers": False}
+        )
+        return DistributedDataParallel(model, device_ids=ids, **sync)
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     kw: dict[str, Any] = {}

@@ -52,7 +52,13 @@ def _recorder(learner: Any, names: dict[int, str]) -> list[dict[str, torch.Tenso
 def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     import torch.distributed as dist
 
-    from agentrl.distributed import DistContext, full_state_dict, unwrapped, wrap_model
+    from agentrl.distributed import (
+        DistContext,
+        enable_activation_checkpointing,
+        full_state_dict,
+        unwrapped,
+        wrap_model,
+    )
     from agentrl.train_config import LearnerConfig
 
     torch.set_num_threads(1)
@@ -60,9 +66,12 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     try:
         ctx = DistContext(rank, world, rank, "gloo", torch.device("cpu"), dist.group.WORLD)
         out = {}
-        for strategy in ("fsdp", "ddp"):
+        for strategy in ("fsdp", "ddp", "fsdp+checkpointing"):
             model = tiny_lm()
-            wrapped = wrap_model(model, ctx, LearnerConfig(strategy=strategy))
+            if strategy.endswith("checkpointing"):
+                enable_activation_checkpointing(model)
+                model.train()  # transformers checkpoints layers in train mode (dropout is 0)
+            wrapped = wrap_model(model, ctx, LearnerConfig(strategy=strategy.split("+")[0]))  # type: ignore[arg-type]
             learner = make_learner(wrapped, OPT, LOSS, process_group=dist.group.WORLD)
             names = {id(p): n for n, p in unwrapped(wrapped).named_parameters()}
             grads = _recorder(learner, names)
@@ -80,7 +89,8 @@ def _worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 
 def test_two_rank_fsdp_and_ddp_updates_equal_one_process(tmp_path: Path) -> None:
     """Each rank trains on its share of every mini-batch; the loss, the gradients of every optimizer
-    step and the parameters after the update match one process on the whole batch."""
+    step and the parameters after the update match one process on the whole batch (FSDP2 with and
+    without activation checkpointing, DDP)."""
     import torch.multiprocessing as mp
 
     mp.spawn(_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
