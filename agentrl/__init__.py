@@ -91,6 +91,7 @@ _LAZY: dict[str, str] = {
     "SchedulerConfig": "agentrl.train_config",
     "OptimConfig": "agentrl.train_config",
     "LossConfig": "agentrl.train_config",
+    "LearnerConfig": "agentrl.train_config",
     "EvalConfig": "agentrl.train_config",
     "LogConfig": "agentrl.train_config",
     # algorithms
@@ -168,6 +169,7 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
         AlgoConfig,
         EnvConfig,
         EvalConfig,
+        LearnerConfig,
         LogConfig,
         LossConfig,
         ModelConfig,

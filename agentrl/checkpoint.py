@@ -3,7 +3,13 @@
 Layout under a run directory:
 
     checkpoints/step_000040/   model weights (safetensors) + tokenizer + state.pt
+    checkpoints/step_000040/dcp/   several ranks: model + optimizer, sharded (torch.distributed.checkpoint)
     checkpoints/latest         the name of the newest complete checkpoint
+
+A run on several ranks writes the model and optimizer with `torch.distributed.checkpoint` (each rank
+its own shard, into the same temporary folder) and `state.pt` without the optimizer; rank 0 renames
+the folder after every rank has written. DCP reshards on load, so any number of ranks (one included)
+resumes it.
 
 A checkpoint is written into `step_000040.tmp-<pid>/`, fsynced, renamed into place, and only then is
 `latest` replaced (write to a temporary file, then `os.replace`). Folders are deleted by first renaming
@@ -19,6 +25,7 @@ import os
 import re
 import shutil
 import sys
+import warnings
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -74,10 +81,12 @@ def save_checkpoint(
         torch.save(state, f)
         f.flush()
         os.fsync(f.fileno())
-    for p in tmp.iterdir():  # weights written by libraries may not be fsynced
+    for p in sorted(tmp.rglob("*")):  # weights written by libraries may not be fsynced
         if p.is_file():
             with open(p, "rb") as f:
                 os.fsync(f.fileno())
+        elif p.is_dir():
+            _fsync_dir(p)
     _fsync_dir(tmp)
     if final.exists():  # re-saving the same step (e.g. after a resume): replace it
         _remove(final)
@@ -220,3 +229,34 @@ def _stderr(message: str) -> None:
 def load_state(path: str | Path) -> dict[str, Any]:
     # Our own files hold numpy RNG states and plain containers, so full unpickling is needed.
     return torch.load(Path(path) / "state.pt", map_location="cpu", weights_only=False)
+
+
+SHARDED = "dcp"
+
+
+def save_sharded(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Model and optimizer state with `torch.distributed.checkpoint`; a collective on every rank."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    with warnings.catch_warnings():  # one process: what no_dist asks for
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.save(
+            {"model": model_sd, "optim": optim_sd}, checkpoint_id=str(path), no_dist=not dist.is_initialized()
+        )
+
+
+def load_sharded(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """Load `save_sharded`'s files into a model and optimizer on any number of ranks (one included)."""
+    import torch.distributed as dist
+    import torch.distributed.checkpoint as dcp
+    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    state = {"model": model_sd, "optim": optim_sd}
+    with warnings.catch_warnings():  # one process reads a sharded checkpoint: what no_dist asks for
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(path), no_dist=not dist.is_initialized())
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optim"])

@@ -12,7 +12,10 @@ estimator sums these figures.
 Distributed use: pass a `process_group`. Token and sequence counts, the skip decision and the
 reported statistics are all-reduced, so every rank normalises by the global mini-batch and steps
 (or skips) together. Gradients are synchronised by a DDP/FSDP wrapper if the model has one,
-otherwise by the learner itself. Nothing here is module-level state.
+otherwise by the learner itself. Either each rank passes its own trajectories, or (`shard=True`)
+every rank passes the whole batch and trains on its share of each mini-batch
+(`agentrl.distributed.split_balanced`); ranks with fewer micro-batches run zero-weight forwards so
+that a wrapper's collectives stay in step. Nothing here is module-level state.
 
 The learner does not switch the model between train and eval mode: as usual in RL fine-tuning,
 build the policy with dropout 0 so that log-probs are deterministic and ratios mean something.
@@ -40,6 +43,7 @@ from agentrl.algo.loss import (
     ppo_clip_token_losses,
     token_logprobs,
 )
+from agentrl.distributed import grad_sync, split_balanced
 from agentrl.prefix import is_wrapped, selected_logits
 from agentrl.train_config import LossConfig, OptimConfig
 from agentrl.types import Trajectory
@@ -112,6 +116,12 @@ def _pad(trajs: Sequence[Trajectory], advantages: np.ndarray, device: torch.devi
     )
 
 
+def _dummy_forward(model: torch.nn.Module, device: torch.device, pad_id: int) -> torch.Tensor:
+    """A two-token forward: a rank without rows of its own still joins the wrapper's collectives."""
+    ids = torch.full((1, 2), pad_id, dtype=torch.long, device=device)
+    return _forward_logits(model, ids, torch.ones_like(ids))
+
+
 def _model_device(model: torch.nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
@@ -138,16 +148,20 @@ def compute_logprobs(
     pad_id: int = 0,
     only_sampled: bool = False,
     share_prefix: bool = True,
+    min_forwards: int = 0,
 ) -> list[np.ndarray]:
     """Re-score trajectories: per trajectory, `log π(token_t | tokens_<t)` for every t (float32).
 
     Entry 0 is 0.0 (no context); entries are given on every token, masked or not, so callers pick
     the ones they need (compare with `Trajectory.logprobs` on `loss_mask == 1`). With
     `only_sampled`, only `loss_mask == 1` tokens are scored (the rest are 0.0), which lets the prompt
-    head the trajectories share run once.
+    head the trajectories share run once. `min_forwards` pads the call with zero-weight forwards (so
+    the ranks of a sharded model run the same number).
     """
     dev = torch.device(device) if device is not None else _model_device(model)
     out: list[np.ndarray] = []
+    for _ in range(min_forwards - math.ceil(len(trajectories) / micro_batch_size)):
+        _dummy_forward(model, dev, pad_id)
     for s in range(0, len(trajectories), micro_batch_size):
         chunk = trajectories[s : s + micro_batch_size]
         if any(len(x.token_ids) == 0 for x in chunk):
@@ -177,6 +191,8 @@ class Learner:
         device: where batches go; defaults to the model's parameter device.
         process_group: a torch.distributed group for multi-rank training, else None.
         pad_id: the id written into padding (never scored; any valid id works).
+        score_model: an unwrapped module with the same weights that `score` uses (a caller on one
+            rank cannot run a sharded model alone); the update's own KL pass uses `model`.
     """
 
     def __init__(
@@ -189,6 +205,7 @@ class Learner:
         device: torch.device | str | None = None,
         process_group: Any | None = None,
         pad_id: int = 0,
+        score_model: torch.nn.Module | None = None,
     ) -> None:
         if isinstance(optim, dict):
             optim = OptimConfig(**optim)
@@ -203,6 +220,7 @@ class Learner:
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.process_group = process_group
         self.pad_id = int(pad_id)
+        self.score_model = score_model
         self.version = 0
         self.total_steps = 0
         self.total_skipped = 0
@@ -263,8 +281,13 @@ class Learner:
 
     def score(self, trajs: Sequence[Trajectory], only_sampled: bool = False) -> list[np.ndarray]:
         """The current policy's per-token log-probs (see `compute_logprobs`); a replay `score_fn`."""
+        return self._score(self.score_model or self.model, trajs, only_sampled)
+
+    def _score(
+        self, model: torch.nn.Module, trajs: Sequence[Trajectory], only_sampled: bool, min_forwards: int = 0
+    ) -> list[np.ndarray]:
         return compute_logprobs(
-            self.model,
+            model,
             trajs,
             micro_batch_size=self.opt_cfg.micro_batch_size,
             temperature=self.temperature,
@@ -272,10 +295,13 @@ class Learner:
             pad_id=self.pad_id,
             only_sampled=only_sampled,
             share_prefix=self.loss_cfg.share_prefix,
+            min_forwards=min_forwards,
         )
 
-    def _mean_kl(self, trajs: Sequence[Trajectory], ref: Sequence[np.ndarray]) -> float:
-        new = self.score(trajs, only_sampled=True)
+    def _mean_kl(
+        self, trajs: Sequence[Trajectory], ref: Sequence[np.ndarray], min_forwards: int = 0
+    ) -> float:
+        new = self._score(self.model, trajs, True, min_forwards)
         total, count = 0.0, 0.0
         for x, r, nw in zip(trajs, ref, new, strict=True):
             m = np.asarray(x.loss_mask, dtype=bool)
@@ -288,6 +314,25 @@ class Learner:
         total, count = self._all_reduce([total, count])
         return total / count if count else 0.0
 
+    def _plan(
+        self, trajs: Sequence[Trajectory], shard: bool
+    ) -> tuple[np.ndarray, list[tuple[np.ndarray, int]]]:
+        """The rank that trains each trajectory, and per mini-batch this rank's rows and the number of
+        micro-batch forwards every rank runs."""
+        micro = self.opt_cfg.micro_batch_size
+        owner = np.zeros(len(trajs), dtype=np.int64)
+        plans: list[tuple[np.ndarray, int]] = []
+        rank = dist.get_rank(self.process_group) if shard else 0
+        for mb in self._minibatches(len(trajs)):
+            if not shard:
+                plans.append((mb, math.ceil(len(mb) / micro)))
+                continue
+            parts = split_balanced([len(trajs[i].token_ids) for i in mb], self.world_size)
+            for r, part in enumerate(parts):
+                owner[mb[part]] = r
+            plans.append((mb[parts[rank]], max(math.ceil(len(p) / micro) for p in parts)))
+        return owner, plans
+
     def update(
         self,
         trajectories: Sequence[Trajectory],
@@ -295,11 +340,14 @@ class Learner:
         *,
         aggregation: Aggregation | None = None,
         norm_tokens: float | None = None,
+        shard: bool = False,
     ) -> UpdateStats:
         """One PPO update (`epochs` passes over `mini_batches` mini-batches); returns its stats.
 
         `aggregation` (default `loss.aggregation`) is the algorithm's choice of how token losses
         reduce; `"constant"` divides each sequence's token sum by `norm_tokens` (Dr. GRPO).
+        With `shard`, every rank of the process group passes the same whole batch and trains on its
+        share (the result is one process's update on the whole batch).
         """
         cfg, opt = self.loss_cfg, self.opt_cfg
         agg = aggregation or cfg.aggregation
@@ -309,19 +357,38 @@ class Learner:
         adv = np.asarray(advantages, dtype=np.float64)
         self._validate(trajs, adv)
         t0 = time.perf_counter()
-        minibatches = self._minibatches(len(trajs))
+        shard = shard and self.world_size > 1
+        rank = dist.get_rank(self.process_group) if shard else 0
+        owner, plans = self._plan(trajs, shard)
+        mine = [i for i in range(len(trajs)) if owner[i] == rank]
+        keep = np.arange(len(trajs))
+        if cfg.kl_max_sequences is not None and len(trajs) > cfg.kl_max_sequences:
+            keep = np.linspace(0, len(trajs) - 1, cfg.kl_max_sequences).round().astype(int)
+        kl_rows = [int(i) for i in keep if owner[i] == rank]  # the KL rows this rank scores
+        kl_forwards = (
+            max(
+                math.ceil(int(np.sum(owner[keep] == r)) / opt.micro_batch_size)
+                for r in range(self.world_size)
+            )
+            if shard
+            else 0
+        )
         reuse_pre = opt.mini_batches == 1 and opt.epochs == 1
-        ref_pre: list[np.ndarray] | None = None
+        ref_pre: dict[int, np.ndarray] | None = None
         if cfg.measure_kl and cfg.kl_reference == "pre_update" and not reuse_pre:
-            ref_pre = self.score(trajs)
+            rows = kl_rows if shard else list(range(len(trajs)))
+            ref_pre = dict(
+                zip(rows, self._score(self.model, [trajs[i] for i in rows], False, kl_forwards), strict=True)
+            )
         pre_collect: dict[int, np.ndarray] = {}
 
         sums = {"loss": 0.0, "clip": 0.0, "ratio": 0.0, "kl_pre": 0.0, "ent": 0.0, "tok": 0.0}
         grad_norms: list[float] = []
         steps = skipped = 0
         clip = ClipConfig(cfg.clip_low, cfg.clip_high, cfg.dual_clip)
+        micro = opt.micro_batch_size
         for _ in range(opt.epochs):
-            for mb in minibatches:
+            for mb, forwards in plans:
                 mb_trajs = [trajs[i] for i in mb]
                 n_tok = float(sum(sum(x.loss_mask) for x in mb_trajs))
                 n_seq = float(sum(1 for x in mb_trajs if any(x.loss_mask)))
@@ -330,38 +397,47 @@ class Learner:
                 self.optimizer.zero_grad(set_to_none=True)
                 bad = False
                 mb_loss = 0.0
-                for s in range(0, len(mb), opt.micro_batch_size):
-                    idx = mb[s : s + opt.micro_batch_size]
-                    chunk = [trajs[i] for i in idx]
-                    p = _pad(chunk, adv[idx], self.device, self.pad_id)
-                    m = p.loss_mask
-                    sel = m > 0
-                    # logits only where the loss looks (the shared prompt head runs once); scattered
-                    # back to [B, T-1] so aggregation sees the usual padded layout
-                    logits = _selected_logits(self.model, p, sel, cfg.share_prefix)
-                    lp = torch.zeros_like(p.old_logprobs).index_put(
-                        (sel,), token_logprobs(logits, p.input_ids[:, 1:][sel], self.temperature)
-                    )
-                    tok_loss, ratio, clipped = ppo_clip_token_losses(lp, p.old_logprobs, p.advantages, clip)
-                    kl_tok = kl_k3(p.old_logprobs, lp)
-                    if cfg.kl_coef:
-                        tok_loss = tok_loss + cfg.kl_coef * kl_tok
-                    if cfg.entropy_coef:
-                        ent_tok = torch.zeros_like(lp).index_put(
-                            (sel,), entropy_from_logits(logits, self.temperature)
+                for c in range(forwards):
+                    idx = mb[c * micro : (c + 1) * micro]
+                    # a wrapper reduces gradients once per mini-batch, in its last backward
+                    with grad_sync(self.model, c == forwards - 1 or not self._wrapper_syncs):
+                        if len(idx) == 0:  # this rank's share ran out: join the collectives at zero weight
+                            (_dummy_forward(self.model, self.device, self.pad_id).sum() * 0.0).backward()
+                            continue
+                        chunk = [trajs[i] for i in idx]
+                        p = _pad(chunk, adv[idx], self.device, self.pad_id)
+                        m = p.loss_mask
+                        sel = m > 0
+                        # logits only where the loss looks (the shared prompt head runs once); scattered
+                        # back to [B, T-1] so aggregation sees the usual padded layout
+                        logits = _selected_logits(self.model, p, sel, cfg.share_prefix)
+                        lp = torch.zeros_like(p.old_logprobs).index_put(
+                            (sel,), token_logprobs(logits, p.input_ids[:, 1:][sel], self.temperature)
                         )
-                        tok_loss = tok_loss - cfg.entropy_coef * ent_tok
-                    else:
-                        with torch.no_grad():
-                            ent_tok = torch.zeros_like(lp)
-                            ent_tok[sel] = entropy_from_logits(logits.detach(), self.temperature)
-                    loss = aggregate(
-                        tok_loss, m, agg, num_tokens=n_tok, num_seqs=n_seq, norm_tokens=norm_tokens
-                    )
-                    if not torch.isfinite(loss):
-                        bad = True
-                        continue
-                    (loss * scale).backward()
+                        tok_loss, ratio, clipped = ppo_clip_token_losses(
+                            lp, p.old_logprobs, p.advantages, clip
+                        )
+                        kl_tok = kl_k3(p.old_logprobs, lp)
+                        if cfg.kl_coef:
+                            tok_loss = tok_loss + cfg.kl_coef * kl_tok
+                        if cfg.entropy_coef:
+                            ent_tok = torch.zeros_like(lp).index_put(
+                                (sel,), entropy_from_logits(logits, self.temperature)
+                            )
+                            tok_loss = tok_loss - cfg.entropy_coef * ent_tok
+                        else:
+                            with torch.no_grad():
+                                ent_tok = torch.zeros_like(lp)
+                                ent_tok[sel] = entropy_from_logits(logits.detach(), self.temperature)
+                        loss = aggregate(
+                            tok_loss, m, agg, num_tokens=n_tok, num_seqs=n_seq, norm_tokens=norm_tokens
+                        )
+                        if not torch.isfinite(loss):
+                            bad = True
+                            if self._wrapper_syncs:  # the step is skipped, but the collectives still run
+                                (loss * 0.0).backward()
+                            continue
+                        (loss * scale).backward()
                     mb_loss += float(loss.detach())
                     with torch.no_grad():
                         sums["clip"] += float(clipped[sel].sum())
@@ -377,7 +453,9 @@ class Learner:
                             pre_collect[int(i)] = full
                 self._sync_grads()
                 max_norm = self.opt_cfg.grad_clip if self.opt_cfg.grad_clip is not None else math.inf
-                norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm))
+                norm_t = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm)
+                full_tensor = getattr(norm_t, "full_tensor", None)  # FSDP2: a DTensor
+                norm = float(full_tensor() if full_tensor is not None else norm_t)
                 bad = bad or not math.isfinite(norm)
                 (bad_any,) = self._all_reduce(
                     [float(bad)], op=dist.ReduceOp.MAX if self.process_group else None
@@ -399,26 +477,33 @@ class Learner:
             self.version += 1
 
         kl = math.nan
-        if cfg.measure_kl:
+        if cfg.measure_kl and shard:
+            if cfg.kl_reference == "sampling":
+                ref_map = {i: np.asarray(trajs[i].logprobs, dtype=np.float32) for i in kl_rows}
+            else:
+                ref_map = ref_pre if ref_pre is not None else pre_collect
+            (missing,) = self._all_reduce(
+                [float(any(i not in ref_map for i in kl_rows))], op=dist.ReduceOp.MAX
+            )
+            if not missing:
+                kl = self._mean_kl([trajs[i] for i in kl_rows], [ref_map[i] for i in kl_rows], kl_forwards)
+        elif cfg.measure_kl:
             if cfg.kl_reference == "sampling":
                 ref = [np.asarray(x.logprobs, dtype=np.float32) for x in trajs]
             elif ref_pre is not None:
-                ref = ref_pre
+                ref = [ref_pre[i] for i in range(len(trajs))]
             else:
                 ref = [pre_collect[i] for i in range(len(trajs))] if len(pre_collect) == len(trajs) else []
             if ref:
-                keep = np.arange(len(trajs))
-                if cfg.kl_max_sequences is not None and len(trajs) > cfg.kl_max_sequences:
-                    keep = np.linspace(0, len(trajs) - 1, cfg.kl_max_sequences).round().astype(int)
                 kl = self._mean_kl([trajs[i] for i in keep], [ref[i] for i in keep])
         seconds = time.perf_counter() - t0
 
         red = self._all_reduce([sums[k] for k in ("clip", "ratio", "kl_pre", "ent", "tok", "loss")])
         clip_s, ratio_s, klpre_s, ent_s, tok_s, loss_s = red  # loss: ranks hold shares of one global loss
-        tokens = sum(len(x.token_ids) for x in trajs)
-        model_tokens = sum(sum(x.loss_mask) for x in trajs)
+        tokens = sum(len(trajs[i].token_ids) for i in mine)
+        model_tokens = sum(sum(trajs[i].loss_mask) for i in mine)
         tokens_g, model_tokens_g, seq_g = self._all_reduce(
-            [float(tokens), float(model_tokens), float(len(trajs))]
+            [float(tokens), float(model_tokens), float(len(mine))]
         )
         return UpdateStats(
             loss=loss_s / steps if steps else math.nan,
@@ -442,15 +527,17 @@ class Learner:
 
     # ------------------------------------------------------------------ checkpointing
 
-    def state_dict(self, include_model: bool = True) -> dict[str, Any]:
-        """Optimizer, scheduler and counters (plus model weights unless sharded elsewhere)."""
+    def state_dict(self, include_model: bool = True, include_optimizer: bool = True) -> dict[str, Any]:
+        """Optimizer, scheduler and counters (plus model weights and optimizer state unless they are
+        saved elsewhere, e.g. sharded by `agentrl.checkpoint.save_sharded`)."""
         state: dict[str, Any] = {
-            "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "version": self.version,
             "total_steps": self.total_steps,
             "total_skipped": self.total_skipped,
         }
+        if include_optimizer:
+            state["optimizer"] = self.optimizer.state_dict()
         if include_model:
             state["model"] = self.model.state_dict()
         return state
@@ -458,7 +545,8 @@ class Learner:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if "model" in state:
             self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if "optimizer" in state:  # absent when the optimizer state is sharded elsewhere
+            self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.version = int(state["version"])
         self.total_steps = int(state["total_steps"])

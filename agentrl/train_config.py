@@ -342,6 +342,37 @@ class LossConfig:
 
 
 @dataclass
+class LearnerConfig:
+    """How the learner runs on several processes (`torchrun`, or `agentrl train --nproc-per-node N`).
+
+    One process uses only `activation_checkpointing`; the rest applies when the world size is > 1.
+    """
+
+    strategy: Literal["fsdp", "ddp"] = "fsdp"  # FSDP2 (`fully_shard`: sharded weights) or DDP (replicas)
+    dist_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: NCCL on CUDA, gloo on CPU
+    # fsdp on CUDA: bf16 forward/backward over fp32 weights, gradients reduced in fp32
+    mixed_precision: Literal["none", "bf16"] = "none"
+    activation_checkpointing: bool = (
+        False  # recompute each layer in backward (the module trains in train mode)
+    )
+    dist_timeout_s: float = 3600.0  # collectives' deadline (ranks > 0 wait this long for a batch)
+
+    def __post_init__(self) -> None:
+        for name, options in (
+            ("strategy", ("fsdp", "ddp")),
+            ("dist_backend", ("auto", "gloo", "nccl")),
+            ("mixed_precision", ("none", "bf16")),
+        ):
+            if getattr(self, name) not in options:
+                raise ValueError(f"{name}: must be one of {', '.join(options)}, got {getattr(self, name)!r}")
+        _finite("dist_timeout_s", self.dist_timeout_s, low=0)
+        if self.mixed_precision != "none" and self.strategy != "fsdp":
+            raise ValueError(
+                "mixed_precision: needs strategy=fsdp (with ddp, load the model in bf16: model.dtype=bfloat16)"
+            )
+
+
+@dataclass
 class EvalConfig:
     every: int = 0  # steps between evaluations (0: only before and after training)
     tasks: int = 100  # held-out test tasks
@@ -383,6 +414,7 @@ class TrainConfig:
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    learner: LearnerConfig = field(default_factory=LearnerConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     log: LogConfig = field(default_factory=LogConfig)
 

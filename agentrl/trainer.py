@@ -34,14 +34,26 @@ from agentrl.algorithms import Algorithm, AlgorithmContext, get_algorithm
 from agentrl.chat import ChatFormat, resolve_tool_format
 from agentrl.checkpoint import (
     LATEST,
+    SHARDED,
     NoIntactCheckpoint,
     clean_stale,
     latest_intact_checkpoint,
+    load_sharded,
     load_state,
     save_checkpoint,
+    save_sharded,
     step_folders,
 )
 from agentrl.config import ConfigError, save_config, to_dict
+from agentrl.distributed import (
+    DistContext,
+    enable_activation_checkpointing,
+    full_state_dict,
+    init_distributed,
+    is_fsdp,
+    load_full_optimizer_state,
+    wrap_model,
+)
 from agentrl.evaluate import EvalResult, evaluate
 from agentrl.learner import Learner, UpdateStats
 from agentrl.policy.base import Policy
@@ -142,6 +154,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.step = 0
         self.eval_before: EvalResult | None = None
+        self.dist: DistContext | None = None  # set by build() when torchrun started several ranks
 
     # ---- build ------------------------------------------------------------------------------------
 
@@ -213,26 +226,37 @@ class Trainer:
         from agentrl.models import EMBEDDED_MODELS, load_model, model_path
 
         cfg = self.cfg
-        resume_from = self._find_resume_point()
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.run_dir / "config.yaml")
+        self.dist = init_distributed(cfg)  # None for one process
+        resume_from = self._find_resume_point() if self._is_main else None
+        if self._is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.run_dir / "config.yaml")
 
         random.seed(cfg.seed)
         np.random.seed(cfg.seed % 2**32)
         torch.manual_seed(cfg.seed)
-        device = _device(cfg.model.device)
-        # Off the loop: a first use builds the embedded model, which runs its own event loop.
-        self._model_source = (
-            await asyncio.to_thread(model_path, cfg.model.name)
-            if cfg.model.name in EMBEDDED_MODELS
-            else cfg.model.name
-        )
+        device = self.dist.device if self.dist is not None else _device(cfg.model.device)
+        if self._is_main:
+            # Off the loop: a first use builds the embedded model, which runs its own event loop.
+            self._model_source = (
+                await asyncio.to_thread(model_path, cfg.model.name)
+                if cfg.model.name in EMBEDDED_MODELS
+                else cfg.model.name
+            )
+        if self.dist is not None:  # rank 0's answers, on every rank
+            resume_from, self._model_source = self.dist.broadcast(
+                (resume_from, self._model_source) if self.dist.is_main else None
+            )
+        dtype = _dtype(cfg.model.dtype, device)
+        if cfg.learner.mixed_precision != "none" and cfg.model.dtype == "auto":
+            dtype = torch.float32  # fp32 master weights; FSDP2 computes in bf16
         self.model, self.tokenizer = await asyncio.to_thread(
-            load_model,
-            str(resume_from or self._model_source),
-            device=device,
-            dtype=_dtype(cfg.model.dtype, device),
+            load_model, str(resume_from or self._model_source), device=device, dtype=dtype
         )
+        train_module = self._train_module()
+        if not self._is_main:
+            self.learner = self._make_learner(train_module, device)
+            return resume_from
 
         # the model's tool-call format: the prompt describes it, the env parses it
         self.chat = ChatFormat(
@@ -250,16 +274,10 @@ class Trainer:
         probe.close()
 
         self.policy = self._make_policy(self.model, self.tokenizer)
-        temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
-        self.learner = Learner(
-            self.model,
-            cfg.optim,
-            cfg.loss,
-            temperature=temperature,
-            device=device,
-            pad_id=int(getattr(self.tokenizer, "pad_token_id", None) or 0),
-        )
+        self.learner = self._make_learner(train_module, device)
         self.model.eval()  # no dropout in rollouts; the learner's forwards need no train mode either
+        if cfg.learner.activation_checkpointing:
+            self.learner.model.train()  # transformers checkpoints layers in train mode only
         self.algorithm: Algorithm = get_algorithm(cfg.algo.name)(
             AlgorithmContext(
                 config=cfg.algo,
@@ -281,6 +299,19 @@ class Trainer:
         if resume_from is None:  # from step 0: drop the records of an earlier try that left no checkpoint
             self.log.truncate_after(-1)
         return resume_from
+
+    def _make_learner(self, train_module: torch.nn.Module, device: torch.device) -> Learner:
+        cfg = self.cfg
+        return Learner(
+            train_module,
+            cfg.optim,
+            cfg.loss,
+            temperature=cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0,
+            device=device,
+            pad_id=int(getattr(self.tokenizer, "pad_token_id", None) or 0),
+            process_group=torch.distributed.group.WORLD if self.dist is not None else None,
+            score_model=self.model if self.dist is not None else None,
+        )
 
     def _find_resume_point(self) -> Path | None:
         """The checkpoint to resume from, or None to start from step 0.
@@ -311,7 +342,7 @@ class Trainer:
     def restore(self, ckpt: Path) -> list[str]:
         """Load a checkpoint's state into the built components; returns the prompts that were in flight."""
         state = load_state(ckpt)
-        self.learner.load_state_dict(state["learner"])
+        self._restore_learner(ckpt, state["learner"])
         algo_state = state.get("algorithm")
         if algo_state is None:  # checkpoints written before algorithms were objects
             algo_state = {"tracker": state["tracker"], "divergence": state["divergence"]}
@@ -328,7 +359,7 @@ class Trainer:
         state = {
             "step": self.step,
             "config": to_dict(self.cfg),
-            "learner": self.learner.state_dict(include_model=False),
+            "learner": self.learner.state_dict(include_model=False, include_optimizer=self.dist is None),
             "algorithm": self.algorithm.state_dict(),
             "sampler": self.sampler.state_dict(),
             "rng": _rng_state(),
@@ -339,6 +370,8 @@ class Trainer:
         def write_model(d: Path) -> None:
             self.model.save_pretrained(d, safe_serialization=True)
             self.tokenizer.save_pretrained(d)
+            if self.dist is not None:
+                self._save_shards(d / SHARDED)
 
         return save_checkpoint(self.ckpt_dir, self.step, state, write_model, keep=self.cfg.keep_checkpoints)
 
@@ -451,7 +484,7 @@ class Trainer:
         t0 = time.perf_counter()
         async with lock:
             stats: UpdateStats = await asyncio.to_thread(
-                self.learner.update, trajs, result.advantages, **self.algorithm.loss_aggregation()
+                self._update, trajs, result.advantages, self.algorithm.loss_aggregation()
             )
         row["time/learner_s"] = time.perf_counter() - t0
         row.update(self.algorithm.after_update(trajs, stats, self.step + 1))
@@ -462,6 +495,8 @@ class Trainer:
         cfg = self.cfg
         t_start = time.perf_counter()
         resume_from = await self.build()
+        if not self._is_main:
+            return self._follow(resume_from, t_start)
         in_flight = self.restore(resume_from) if resume_from is not None else []
         self.sampler = ResumeSampler(self.inner_sampler, in_flight)
         if resume_from is not None and cfg.model.backend != "hf":
@@ -511,6 +546,7 @@ class Trainer:
                     t_batch = time.perf_counter()
                     if self.step >= cfg.steps:
                         break
+            self._release_ranks()
             if pbar is not None:
                 pbar.close()
                 pbar = None
@@ -526,6 +562,8 @@ class Trainer:
             if getattr(self, "env_pool", None) is not None:
                 self.env_pool.shutdown()
             await self.policy.aclose()
+            if self.dist is not None:
+                self.dist.close()
 
         from agentrl.plots import plot_run
 
@@ -545,6 +583,86 @@ class Trainer:
 
     def run(self) -> TrainResult:
         return asyncio.run(self.arun())
+
+    # ---- several ranks: rank 0 coordinates, every rank trains on its share of each batch -----------
+
+    @property
+    def _is_main(self) -> bool:
+        return self.dist is None or self.dist.is_main
+
+    def _train_module(self) -> torch.nn.Module:
+        """The module the learner trains: `self.model` on one process; on several ranks the model
+        wrapped by FSDP2 or DDP, and on rank 0 `self.model` an unwrapped full copy (generation,
+        evaluation, model files): the DDP replica itself, or a copy that FSDP2 refreshes each update."""
+        lc = self.cfg.learner
+        if lc.activation_checkpointing:
+            enable_activation_checkpointing(self.model)
+        if self.dist is None:
+            return self.model
+        full = copy.deepcopy(self.model) if lc.strategy == "fsdp" and self.dist.is_main else self.model
+        wrapped = wrap_model(self.model, self.dist, lc)
+        self.model = full
+        return wrapped
+
+    def _update(self, trajs: list[Trajectory], advantages: Any, aggregation: dict[str, Any]) -> UpdateStats:
+        if self.dist is None:
+            return self.learner.update(trajs, advantages, **aggregation)
+        self.dist.broadcast(("update", trajs, np.asarray(advantages), aggregation))
+        return self._collective_update(trajs, advantages, aggregation)
+
+    def _collective_update(
+        self, trajs: list[Trajectory], advantages: Any, aggregation: dict[str, Any]
+    ) -> UpdateStats:
+        """Every rank: its share of the batch's update, then rank 0's full copy takes the new weights."""
+        stats = self.learner.update(trajs, advantages, shard=True, **aggregation)
+        if is_fsdp(self.learner.model):
+            full = full_state_dict(self.learner.model)  # a collective; only rank 0 receives the weights
+            if self._is_main:
+                self.model.load_state_dict(full)
+        return stats
+
+    def _save_shards(self, path: Path) -> None:
+        assert self.dist is not None
+        self.dist.broadcast(("save", str(path)))
+        save_sharded(path, self.learner.model, self.learner.optimizer)
+        self.dist.barrier()  # every rank's shard is on disk before rank 0 renames the folder
+
+    def _restore_learner(self, ckpt: Path, learner_state: dict[str, Any]) -> None:
+        """Every rank: optimizer, scheduler and counters, from sharded or one-process checkpoints."""
+        if (ckpt / SHARDED).is_dir():  # written by several ranks: DCP reshards to this world size
+            self.learner.load_state_dict(learner_state)
+            load_sharded(ckpt / SHARDED, self.learner.model, self.learner.optimizer)
+        elif self.dist is not None:  # a one-process checkpoint, now on several ranks
+            self.learner.load_state_dict({k: v for k, v in learner_state.items() if k != "optimizer"})
+            load_full_optimizer_state(self.learner.model, self.learner.optimizer, learner_state["optimizer"])
+        else:
+            self.learner.load_state_dict(learner_state)
+
+    def _release_ranks(self) -> None:
+        if self.dist is not None:
+            self.dist.broadcast(("stop",))
+
+    def _follow(self, resume_from: Path | None, t_start: float) -> TrainResult:
+        """Ranks > 0: restore the learner, then run each update and checkpoint shard rank 0 asks for."""
+        assert self.dist is not None
+        if resume_from is not None:
+            state = load_state(resume_from)
+            self._restore_learner(resume_from, state["learner"])
+            self.step = int(state["step"])
+        try:
+            while True:
+                msg = self.dist.broadcast()
+                if msg[0] == "update":
+                    self._collective_update(*msg[1:])
+                    self.step += 1
+                elif msg[0] == "save":
+                    save_sharded(msg[1], self.learner.model, self.learner.optimizer)
+                    self.dist.barrier()
+                else:
+                    break
+        finally:
+            self.dist.close()
+        return TrainResult(self.run_dir, self.step, None, None, time.perf_counter() - t_start)
 
 
 async def _no_batches() -> Any:

@@ -5,6 +5,10 @@ problem ends the command with one line that names the field or file, and exit st
 
 `--resume` continues a run from its own saved `config.yaml`: only the overrides given on the command
 line change it, and a different env, model or algorithm is refused.
+
+`--nproc-per-node N` (with `--nnodes M --node-rank R --rdzv-endpoint HOST:PORT` across machines)
+checks the config for that world size, then re-launches the command under torchrun
+(`python -m torch.distributed.run ... -m agentrl.cli train ...`); see `agentrl.distributed`.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import math
+import os
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -34,6 +40,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backend", choices=["hf", "openai", "vllm"], help="shorthand for model.backend=")
     p.add_argument("--regime", choices=["sync", "async"], help="shorthand for rollout.regime=")
     p.add_argument("--resume", action="store_true", help="continue run name=NAME from its latest checkpoint")
+    g = p.add_argument_group("several processes (re-launches under torchrun)")
+    g.add_argument("--nproc-per-node", type=int, metavar="N", help="learner ranks on this machine (GPUs)")
+    g.add_argument("--nnodes", type=int, default=1, metavar="M", help="machines in the run (default 1)")
+    g.add_argument("--node-rank", type=int, default=0, metavar="R", help="this machine's rank, 0..M-1")
+    g.add_argument(
+        "--rdzv-endpoint", metavar="HOST:PORT", help="node 0's address and a free port (several machines)"
+    )
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="dotted config overrides")
 
 
@@ -44,8 +57,7 @@ def _config_path(name: str) -> Path:
     return Path(name)
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run's config from flags, file and overrides; raises ConfigError (one line) on any problem."""
+def _overrides(args: argparse.Namespace) -> list[str]:
     overrides = list(args.overrides)
     for flag, key in (
         ("algo", "algo.name"),
@@ -57,6 +69,42 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         value = getattr(args, flag, None)
         if value is not None:
             overrides.append(f"{key}={value}")
+    return overrides
+
+
+def _world_size(args: argparse.Namespace) -> int:
+    """The ranks this command will run with: torchrun's WORLD_SIZE, or the launcher flags'."""
+    from agentrl.distributed import launched_world_size
+
+    if _under_torchrun() or not getattr(args, "nproc_per_node", None):
+        return launched_world_size()
+    return int(args.nproc_per_node) * int(args.nnodes)
+
+
+def _under_torchrun() -> bool:
+    return "TORCHELASTIC_RUN_ID" in os.environ or "LOCAL_RANK" in os.environ
+
+
+def _check_launch(args: argparse.Namespace) -> None:
+    n, m, r = getattr(args, "nproc_per_node", None), getattr(args, "nnodes", 1), getattr(args, "node_rank", 0)
+    if n is not None and n < 1:
+        raise ConfigError(f"--nproc-per-node: must be >= 1, got {n}")
+    if m < 1:
+        raise ConfigError(f"--nnodes: must be >= 1, got {m}")
+    if not 0 <= r < m:
+        raise ConfigError(f"--node-rank: must be in 0..{m - 1}, got {r}")
+    if m > 1 and not getattr(args, "rdzv_endpoint", None):
+        raise ConfigError("--rdzv-endpoint: several machines need node 0's HOST:PORT")
+    if m > 1 and n is None:
+        raise ConfigError("--nnodes: give --nproc-per-node too (ranks per machine)")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's config from flags, file and overrides; raises ConfigError (one line) on any problem."""
+    from agentrl.distributed import check_world
+
+    _check_launch(args)
+    overrides = _overrides(args)
     path = _config_path(args.config) if args.config else None
     if getattr(args, "resume", False):
         cfg = _resumed_config(path, overrides)
@@ -65,6 +113,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if not cfg.name:
             cfg = replace(cfg, name=_fresh_name(cfg))
     check(cfg)
+    check_world(cfg, _world_size(args))
     return cfg
 
 
@@ -196,7 +245,11 @@ def run(args: argparse.Namespace) -> int:
         cfg = config_from_args(args)
     except ConfigError as e:
         raise SystemExit(f"agentrl train: {e}") from None
+    if getattr(args, "nproc_per_node", None) and not _under_torchrun() and _world_size(args) > 1:
+        os.execv(sys.executable, _torchrun_argv(args, cfg))
     result = Trainer(cfg, resume=args.resume).run()
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0  # rank 0 reports
     b, af = result.eval_before, result.eval_after
     print(f"\nrun: {result.run_dir}  ({result.steps} steps, {result.seconds / 60:.1f} min)")
     if b is not None and af is not None:
@@ -205,3 +258,17 @@ def run(args: argparse.Namespace) -> int:
             f"({(af.success - b.success) * 100:+.1f} points, {af.tasks} test tasks)"
         )
     return 0
+
+
+def _torchrun_argv(args: argparse.Namespace, cfg: TrainConfig) -> list[str]:
+    """This command under torchrun: every rank gets the same flags, overrides and run name."""
+    launch = ["--nproc-per-node", str(args.nproc_per_node)]
+    if args.nnodes > 1:
+        launch += ["--nnodes", str(args.nnodes), "--node-rank", str(args.node_rank)]
+        launch += ["--rdzv-endpoint", args.rdzv_endpoint]
+    else:
+        launch += ["--standalone"]
+    train = ["--config", args.config] if args.config else []
+    train += ["--resume"] if args.resume else []
+    train += [*_overrides(args), f"name={cfg.name}"]
+    return [sys.executable, "-m", "torch.distributed.run", *launch, "-m", "agentrl.cli", "train", *train]
