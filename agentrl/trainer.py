@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import random
+import shutil
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -35,6 +36,7 @@ from agentrl.checkpoint import latest_checkpoint, load_state, save_checkpoint
 from agentrl.config import ConfigError, save_config, to_dict
 from agentrl.evaluate import EvalResult, evaluate
 from agentrl.learner import Learner, UpdateStats
+from agentrl.lora import dropout_active as lora_dropout_active
 from agentrl.policy.base import Policy
 from agentrl.rollout.episode import EpisodeRunner
 from agentrl.rollout.scheduler import Batch, RolloutScheduler
@@ -131,6 +133,7 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.step = 0
         self.eval_before: EvalResult | None = None
+        self.adapter: Any = None  # the PeftModel of a LoRA run (model.lora_rank > 0)
 
     # ---- build ------------------------------------------------------------------------------------
 
@@ -165,6 +168,7 @@ class Trainer:
                 timeout=m.request_timeout,
                 seed=self.cfg.seed,
                 weights_dir=self.run_dir / "policy_weights",  # the servers read each step's weights here
+                weight_sync="lora" if m.lora_rank else "reload",  # LoRA: hot-load only the adapter
             )
         if m.backend == "vllm":
             from agentrl.policy.vllm import VLLMPolicy
@@ -204,12 +208,14 @@ class Trainer:
             if cfg.model.name in EMBEDDED_MODELS
             else cfg.model.name
         )
+        full_ckpt = resume_from if not cfg.model.lora_rank else None  # a LoRA checkpoint is an adapter
         self.model, self.tokenizer = await asyncio.to_thread(
             load_model,
-            str(resume_from or self._model_source),
+            str(full_ckpt or self._model_source),
             device=device,
             dtype=_dtype(cfg.model.dtype, device),
         )
+        self.adapter = self._wrap_lora(resume_from)
 
         # the model's tool-call format: the prompt describes it, the env parses it
         self.chat = ChatFormat(
@@ -257,6 +263,20 @@ class Trainer:
         )
         return resume_from
 
+    def _wrap_lora(self, resume_from: Path | None) -> Any:
+        """LoRA runs: inject the adapter (fresh, or the checkpoint's) into `self.model`, in place."""
+        m = self.cfg.model
+        if not m.lora_rank:
+            return None
+        from agentrl import lora
+
+        try:
+            if resume_from is not None:
+                return lora.load_adapter(self.model, resume_from)
+            return lora.wrap(self.model, m.lora_rank, m.lora_alpha, m.lora_dropout, m.lora_target_modules)
+        except ValueError as e:
+            raise ConfigError(str(e).splitlines()[0]) from None
+
     def _find_resume_point(self) -> Path | None:
         if not self.resume:
             if self.ckpt_dir.exists() and any(self.ckpt_dir.iterdir()):
@@ -301,7 +321,10 @@ class Trainer:
         }
 
         def write_model(d: Path) -> None:
-            self.model.save_pretrained(d, safe_serialization=True)
+            if self.adapter is not None:  # LoRA: the adapter only; the base is the run's model.name
+                self.adapter.save_pretrained(d, safe_serialization=True)
+            else:
+                self.model.save_pretrained(d, safe_serialization=True)
             self.tokenizer.save_pretrained(d)
 
         return save_checkpoint(self.ckpt_dir, self.step, state, write_model, keep=self.cfg.keep_checkpoints)
@@ -394,8 +417,28 @@ class Trainer:
         t0 = time.perf_counter()
         shared = getattr(self.policy, "model", None) is self.model
         # A policy that shares the learner's module needs only the version; servers reload from disk.
-        await self.policy.sync_weights(self.step, None if shared else self.model.state_dict())
+        await self.policy.sync_weights(self.step, None if shared else self._policy_weights())
+        self._prune_adapters()
         return time.perf_counter() - t0
+
+    def _policy_weights(self) -> Any:
+        """What a policy that does not share the module loads: the state dict, or for LoRA on
+        servers, a directory holding only this step's adapter (hot-loaded by name)."""
+        if self.adapter is None or self.cfg.model.backend != "openai":
+            return self.model.state_dict()
+        out = self.run_dir / "policy_weights" / f"adapter_{self.step:06d}"
+        self.adapter.save_pretrained(out, safe_serialization=True)
+        return out
+
+    def _prune_adapters(self) -> None:
+        """Remove the adapters written for earlier steps (the servers hold the current one)."""
+        root = self.run_dir / "policy_weights"
+        if self.adapter is None or not root.is_dir():
+            return
+        current = f"adapter_{self.step:06d}"
+        for p in root.glob("adapter_*"):
+            if p.name != current:
+                shutil.rmtree(p, ignore_errors=True)
 
     async def _train_step(self, batch: Batch) -> dict[str, Any]:
         """advantages → update → after_update, for one batch; returns the step's metrics row."""
@@ -413,10 +456,12 @@ class Trainer:
         exclusive = getattr(self.policy, "exclusive", None)
         lock = exclusive() if shared and exclusive is not None else contextlib.nullcontext()
         t0 = time.perf_counter()
+        drop = lora_dropout_active(self.model) if self.adapter is not None else contextlib.nullcontext()
         async with lock:
-            stats: UpdateStats = await asyncio.to_thread(
-                self.learner.update, trajs, result.advantages, **self.algorithm.loss_aggregation()
-            )
+            with drop:  # LoRA dropout (model.lora_dropout) acts in the learner's forwards only
+                stats: UpdateStats = await asyncio.to_thread(
+                    self.learner.update, trajs, result.advantages, **self.algorithm.loss_aggregation()
+                )
         row["time/learner_s"] = time.perf_counter() - t0
         row.update(self.algorithm.after_update(trajs, stats, self.step + 1))
         row.update(_batch_metrics(trajs, result.diagnostics.as_dict(), stats, batch))
@@ -429,7 +474,7 @@ class Trainer:
         in_flight = self.restore(resume_from) if resume_from is not None else []
         self.sampler = ResumeSampler(self.inner_sampler, in_flight)
         if resume_from is not None and cfg.model.backend != "hf":
-            await self.policy.sync_weights(self.step, self.model.state_dict())  # servers run base weights
+            await self.policy.sync_weights(self.step, self._policy_weights())  # servers run base weights
         # Episode seeds depend on (seed, step at start) so a resumed run does not replay early episodes.
         runner = self._make_runner(int(np.random.SeedSequence([cfg.seed, self.step]).generate_state(1)[0]))
         sched_cfg = replace(cfg.rollout, mode=self.algorithm.mode, group_size=self.algorithm.group_size)

@@ -16,6 +16,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "run episodes with a checkpoint or model and write them as chat-message JSONL",
     ),
     "simulate": ("agentrl.cli.simulate", "run the rollout scheduler on simulated episodes in virtual time"),
+    "export": (
+        "agentrl.cli.export",
+        "write a checkpoint as a model directory (--merge folds a LoRA adapter in)",
+    ),
 }
 
 
