@@ -426,18 +426,19 @@ class Trainer:
         servers, a directory holding only this step's adapter (hot-loaded by name)."""
         if self.adapter is None or self.cfg.model.backend != "openai":
             return self.model.state_dict()
-        out = self.run_dir / "policy_weights" / f"adapter_{self.step:06d}"
+        # a fresh directory each time (a resumed run writes the same step again)
+        out = self.run_dir / "policy_weights" / f"adapter_{self.step:06d}_{time.time_ns():x}"
         self.adapter.save_pretrained(out, safe_serialization=True)
+        self._served_adapter = out
         return out
 
     def _prune_adapters(self) -> None:
         """Remove the adapters written for earlier steps (the servers hold the current one)."""
-        root = self.run_dir / "policy_weights"
-        if self.adapter is None or not root.is_dir():
+        current = getattr(self, "_served_adapter", None)
+        if current is None:
             return
-        current = f"adapter_{self.step:06d}"
-        for p in root.glob("adapter_*"):
-            if p.name != current:
+        for p in current.parent.glob("adapter_*"):
+            if p != current:
                 shutil.rmtree(p, ignore_errors=True)
 
     async def _train_step(self, batch: Batch) -> dict[str, Any]:
