@@ -8,6 +8,8 @@ one warm-up update and then `--steps` timed ones. Figures:
 - peak RSS: the process's maximum resident memory (`resource.getrusage`), model load included;
 - training memory: peak RSS minus the RSS right after the model was loaded (and wrapped), i.e. what
   gradients, AdamW state and activations add;
+- optimizer state: the bytes of AdamW's moment tensors after the updates (gradients of the same
+  parameters take half as much again, between backward and step);
 - step time: best and median seconds of one `Learner.update` (forward, backward, AdamW step).
 
 Run: .venv/bin/python benchmarks/lora_vs_full.py [--rank 16] [--batch 4] [--seq-len 256] [--steps 3]
@@ -79,12 +81,16 @@ def measure(variant: str, args: argparse.Namespace) -> dict[str, Any]:
         if step:  # the first update is a warm-up (allocator, optimizer state)
             times.append(time.perf_counter() - t0)
     peak = _peak_rss_mib()
+    optim_state = sum(
+        t.nbytes for st in learner.optimizer.state.values() for t in st.values() if torch.is_tensor(t)
+    )
     return {
         "variant": variant,
         "trainable": trainable,
         "total": sum(p.numel() for p in model.parameters()),
         "peak_rss_mib": peak,
         "training_mib": peak - loaded,
+        "optimizer_mib": optim_state / 2**20,
         "best_s": min(times),
         "median_s": statistics.median(times),
         "tokens_per_s": args.batch * args.seq_len / min(times),
@@ -119,18 +125,22 @@ def main() -> None:
         f"\n{args.model}, float32 on {torch.get_num_threads()} CPU threads; one Learner.update on "
         f"{args.batch} x {args.seq_len} tokens; LoRA rank {args.rank} on all linear layers\n"
     )
-    head = f"{'':6} {'trainable':>14} {'peak RSS':>10} {'training mem':>13} {'step best':>10} {'median':>8} {'tok/s':>7}"
+    head = (
+        f"{'':6} {'trainable':>14} {'peak RSS':>10} {'training mem':>13} {'AdamW state':>12} "
+        f"{'step best':>10} {'median':>8} {'tok/s':>7}"
+    )
     print(head)
     for r in rows:
         share = 100 * r["trainable"] / r["total"]
         print(
             f"{r['variant']:6} {r['trainable'] / 1e6:8.2f}M {share:4.1f}% {r['peak_rss_mib']:8.0f}Mi "
-            f"{r['training_mib']:11.0f}Mi {r['best_s']:9.2f}s {r['median_s']:7.2f}s {r['tokens_per_s']:7.0f}"
+            f"{r['training_mib']:11.0f}Mi {r['optimizer_mib']:10.1f}Mi {r['best_s']:9.2f}s {r['median_s']:7.2f}s {r['tokens_per_s']:7.0f}"
         )
     full, lo = rows
     print(
         f"\nLoRA / full: peak RSS {lo['peak_rss_mib'] / full['peak_rss_mib']:.2f}x, training memory "
-        f"{lo['training_mib'] / full['training_mib']:.2f}x, step time {lo['best_s'] / full['best_s']:.2f}x"
+        f"{lo['training_mib'] / full['training_mib']:.2f}x, AdamW state "
+        f"{lo['optimizer_mib'] / full['optimizer_mib']:.3f}x, step time {lo['best_s'] / full['best_s']:.2f}x"
     )
 
 

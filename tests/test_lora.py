@@ -163,7 +163,9 @@ def test_a_target_that_matches_nothing_is_one_line_before_any_work(micro_model: 
     with pytest.raises(ConfigError) as e:
         _cli(*base, "model.lora_target_modules=q_proj,attn_out")
     msg = str(e.value)
-    assert "\n" not in msg and msg.startswith("model.lora_target_modules: no module of the model matches attn_out;")
+    assert "\n" not in msg and msg.startswith(
+        "model.lora_target_modules: no module of the model matches attn_out;"
+    )
     assert "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj" in msg
     assert not runs.exists()
     # a name that matches a module (here only some layers) is accepted; the default too
