@@ -48,6 +48,12 @@ class ModelConfig:
     # how the model writes tool calls: auto (detected from the chat template) | hermes | llama3 |
     # mistral | json; the env parses and the prompt describes the same format
     tool_format: str = "auto"
+    # LoRA (PEFT): rank 0 fine-tunes every weight; rank > 0 trains only an adapter on the target
+    # modules (`all-linear`: every linear layer but the output head; or names such as q_proj,v_proj)
+    lora_rank: int = 0
+    lora_alpha: float | None = None  # the adapter's scale is alpha / rank; None: 2 × rank
+    lora_dropout: float = 0.0  # on the adapter's input, in the learner's forwards only
+    lora_target_modules: list[str] = field(default_factory=lambda: ["all-linear"])
 
     def __post_init__(self) -> None:
         from agentrl.chat import TOOL_FORMAT_SETTINGS
@@ -60,6 +66,21 @@ class ModelConfig:
             raise ValueError("name: must name a model (tiny, smollm2-135m, an HF id or a local path)")
         _finite("request_timeout", self.request_timeout, low=0)
         _finite("prefix_cache_mb", self.prefix_cache_mb, low=0, strict=False)
+        _at_least("lora_rank", self.lora_rank, 0)
+        if self.lora_alpha is not None:
+            _finite("lora_alpha", self.lora_alpha, low=0)
+        _finite("lora_dropout", self.lora_dropout, low=0, strict=False)
+        if self.lora_dropout >= 1:
+            raise ValueError(f"lora_dropout: must be in [0, 1), got {self.lora_dropout!r}")
+        if not self.lora_target_modules or not all(
+            isinstance(t, str) and t.strip() for t in self.lora_target_modules
+        ):
+            raise ValueError(
+                "lora_target_modules: must name at least one module (all-linear, or e.g. q_proj,v_proj), "
+                f"got {self.lora_target_modules!r}"
+            )
+        if "all-linear" in self.lora_target_modules and len(self.lora_target_modules) > 1:
+            raise ValueError("lora_target_modules: all-linear stands alone; drop the other names")
 
 
 @dataclass

@@ -20,6 +20,7 @@ import hashlib
 import json
 import math
 import random
+import shutil
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -56,6 +57,7 @@ from agentrl.distributed import (
 )
 from agentrl.evaluate import EvalResult, evaluate
 from agentrl.learner import Learner, UpdateStats
+from agentrl.lora import dropout_active as lora_dropout_active
 from agentrl.policy.base import Policy
 from agentrl.rollout.episode import EpisodeRunner
 from agentrl.rollout.scheduler import Batch, RolloutScheduler
@@ -155,6 +157,7 @@ class Trainer:
         self.step = 0
         self.eval_before: EvalResult | None = None
         self.dist: DistContext | None = None  # set by build() when torchrun started several ranks
+        self.adapter: Any = None  # the PeftModel of a LoRA run (model.lora_rank > 0)
 
     # ---- build ------------------------------------------------------------------------------------
 
@@ -189,6 +192,7 @@ class Trainer:
                 timeout=m.request_timeout,
                 seed=self.cfg.seed,
                 weights_dir=self.run_dir / "policy_weights",  # the servers read each step's weights here
+                weight_sync="lora" if m.lora_rank else "reload",  # LoRA: hot-load only the adapter
             )
         if m.backend == "vllm":
             from agentrl.policy.vllm import VLLMPolicy
@@ -250,9 +254,15 @@ class Trainer:
         dtype = _dtype(cfg.model.dtype, device)
         if cfg.learner.mixed_precision != "none" and cfg.model.dtype == "auto":
             dtype = torch.float32  # fp32 master weights; FSDP2 computes in bf16
+        if self.dist is not None and cfg.model.lora_rank:
+            raise ConfigError(
+                "model.lora_rank: LoRA runs on one learner process for now (drop --nproc-per-node)"
+            )
+        full_ckpt = resume_from if not cfg.model.lora_rank else None  # a LoRA checkpoint is an adapter
         self.model, self.tokenizer = await asyncio.to_thread(
-            load_model, str(resume_from or self._model_source), device=device, dtype=dtype
+            load_model, str(full_ckpt or self._model_source), device=device, dtype=dtype
         )
+        self.adapter = self._wrap_lora(resume_from)
         train_module = self._train_module()
         if not self._is_main:
             self.learner = self._make_learner(train_module, device)
@@ -313,6 +323,20 @@ class Trainer:
             score_model=self.model if self.dist is not None else None,
         )
 
+    def _wrap_lora(self, resume_from: Path | None) -> Any:
+        """LoRA runs: inject the adapter (fresh, or the checkpoint's) into `self.model`, in place."""
+        m = self.cfg.model
+        if not m.lora_rank:
+            return None
+        from agentrl import lora
+
+        try:
+            if resume_from is not None:
+                return lora.load_adapter(self.model, resume_from)
+            return lora.wrap(self.model, m.lora_rank, m.lora_alpha, m.lora_dropout, m.lora_target_modules)
+        except ValueError as e:
+            raise ConfigError(str(e).splitlines()[0]) from None
+
     def _find_resume_point(self) -> Path | None:
         """The checkpoint to resume from, or None to start from step 0.
 
@@ -368,7 +392,10 @@ class Trainer:
         }
 
         def write_model(d: Path) -> None:
-            self.model.save_pretrained(d, safe_serialization=True)
+            if self.adapter is not None:  # LoRA: the adapter only; the base is the run's model.name
+                self.adapter.save_pretrained(d, safe_serialization=True)
+            else:
+                self.model.save_pretrained(d, safe_serialization=True)
             self.tokenizer.save_pretrained(d)
             if self.dist is not None:
                 self._save_shards(d / SHARDED)
@@ -463,8 +490,29 @@ class Trainer:
         t0 = time.perf_counter()
         shared = getattr(self.policy, "model", None) is self.model
         # A policy that shares the learner's module needs only the version; servers reload from disk.
-        await self.policy.sync_weights(self.step, None if shared else self.model.state_dict())
+        await self.policy.sync_weights(self.step, None if shared else self._policy_weights())
+        self._prune_adapters()
         return time.perf_counter() - t0
+
+    def _policy_weights(self) -> Any:
+        """What a policy that does not share the module loads: the state dict, or for LoRA on
+        servers, a directory holding only this step's adapter (hot-loaded by name)."""
+        if self.adapter is None or self.cfg.model.backend != "openai":
+            return self.model.state_dict()
+        # a fresh directory each time (a resumed run writes the same step again)
+        out = self.run_dir / "policy_weights" / f"adapter_{self.step:06d}_{time.time_ns():x}"
+        self.adapter.save_pretrained(out, safe_serialization=True)
+        self._served_adapter = out
+        return out
+
+    def _prune_adapters(self) -> None:
+        """Remove the adapters written for earlier steps (the servers hold the current one)."""
+        current = getattr(self, "_served_adapter", None)
+        if current is None:
+            return
+        for p in current.parent.glob("adapter_*"):
+            if p != current:
+                shutil.rmtree(p, ignore_errors=True)
 
     async def _train_step(self, batch: Batch) -> dict[str, Any]:
         """advantages → update → after_update, for one batch; returns the step's metrics row."""
@@ -482,10 +530,12 @@ class Trainer:
         exclusive = getattr(self.policy, "exclusive", None)
         lock = exclusive() if shared and exclusive is not None else contextlib.nullcontext()
         t0 = time.perf_counter()
+        drop = lora_dropout_active(self.model) if self.adapter is not None else contextlib.nullcontext()
         async with lock:
-            stats: UpdateStats = await asyncio.to_thread(
-                self._update, trajs, result.advantages, self.algorithm.loss_aggregation()
-            )
+            with drop:  # LoRA dropout (model.lora_dropout) acts in the learner's forwards only
+                stats: UpdateStats = await asyncio.to_thread(
+                    self._update, trajs, result.advantages, self.algorithm.loss_aggregation()
+                )
         row["time/learner_s"] = time.perf_counter() - t0
         row.update(self.algorithm.after_update(trajs, stats, self.step + 1))
         row.update(_batch_metrics(trajs, result.diagnostics.as_dict(), stats, batch))
@@ -500,7 +550,7 @@ class Trainer:
         in_flight = self.restore(resume_from) if resume_from is not None else []
         self.sampler = ResumeSampler(self.inner_sampler, in_flight)
         if resume_from is not None and cfg.model.backend != "hf":
-            await self.policy.sync_weights(self.step, self.model.state_dict())  # servers run base weights
+            await self.policy.sync_weights(self.step, self._policy_weights())  # servers run base weights
         # Episode seeds depend on (seed, step at start) so a resumed run does not replay early episodes.
         runner = self._make_runner(int(np.random.SeedSequence([cfg.seed, self.step]).generate_state(1)[0]))
         sched_cfg = replace(cfg.rollout, mode=self.algorithm.mode, group_size=self.algorithm.group_size)

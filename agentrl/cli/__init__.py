@@ -21,6 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "agentrl.cli.serve",
         "start N local vLLM servers for the openai backend and print their endpoints",
     ),
+    "export": (
+        "agentrl.cli.export",
+        "write a checkpoint as a model directory (--merge folds a LoRA adapter in)",
+    ),
 }
 
 

@@ -23,7 +23,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from agentrl.config import ConfigError, from_dict, load_config, load_file, to_dict
-from agentrl.train_config import TrainConfig, default_run_name
+from agentrl.train_config import ModelConfig, TrainConfig, default_run_name
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 
@@ -137,7 +137,7 @@ def _resumed_config(path: Path | None, overrides: list[str]) -> TrainConfig:
         raise ConfigError(f"{saved_path}: no such run to resume (start it without --resume)")
     saved = from_dict(TrainConfig, load_file(saved_path))
     cfg = load_config(TrainConfig, path, overrides, base=to_dict(saved))
-    for key in ("env.id", "model.name", "algo.name"):
+    for key in ("env.id", "model.name", "model.lora_rank", "algo.name"):
         section, field = key.split(".")
         old, new = getattr(getattr(saved, section), field), getattr(getattr(cfg, section), field)
         if old != new:
@@ -176,6 +176,31 @@ def check(cfg: TrainConfig) -> None:
         raise ConfigError(
             "model.endpoints: the openai backend needs at least one server URL (model.endpoints=[...])"
         )
+    _check_lora(cfg.model)
+
+
+def _check_lora(m: ModelConfig) -> None:
+    """LoRA targets against the model's module names, from its config.json on the meta device (no
+    weights read). An embedded model not built yet is checked at build, right after it loads."""
+    if not m.lora_rank:
+        return
+    if m.backend == "vllm":
+        raise ConfigError(
+            "model.lora_rank: the in-process vllm backend does not load adapters; use backend hf or openai"
+        )
+    from agentrl.lora import check_targets_from_config
+    from agentrl.models import EMBEDDED_MODELS, TINY_MODELS, cache_dir
+
+    source: Path | str = m.name
+    if m.name in EMBEDDED_MODELS:  # where `model_path` caches it (without building it here)
+        key = f"tiny-{TINY_MODELS[m.name].key()}" if m.name in TINY_MODELS else m.name
+        source = cache_dir() / "models" / key
+        if not (source / "config.json").is_file():
+            return
+    try:
+        check_targets_from_config(source, m.lora_target_modules)
+    except ValueError as e:
+        raise ConfigError(str(e).splitlines()[0]) from None
 
 
 def _check_env(env_id: str) -> None:

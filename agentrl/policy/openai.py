@@ -27,7 +27,9 @@ Weight sync (`weight_sync=`):
   `policy_version` is exact. (vLLM's NCCL/IPC weight-transfer engines need GPUs; a disk reload is
   what a CPU server supports.)
 - `"lora"`: hot-load a LoRA adapter directory with `/v1/load_lora_adapter` (server run with
-  `--enable-lora` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`); requests then name the adapter.
+  `--enable-lora --max-lora-rank R` and `VLLM_ALLOW_RUNTIME_LORA_UPDATING=True`); requests then name
+  the adapter (`NAME-vVERSION`; one left by an earlier run under the same name is replaced in place).
+  Give each version its own directory: vLLM keys cached prefixes by adapter, not by file contents.
 - `"none"`: only record the version (the servers are updated by someone else).
 
 A sync reaches every endpoint in rotation; one out of rotation, or one where the sync failed, is
@@ -278,7 +280,10 @@ class OpenAIPolicy:
             raise PolicyTimeoutError(f"generation timed out on all {tries}: {summary}")
         raise PolicyUnavailableError(f"generation failed on all {tries}: {summary}")
 
-    async def _post(self, ep: Endpoint, path: str, body: Mapping[str, Any] | None, limit_s: float) -> Any:
+    async def _post(
+        self, ep: Endpoint, path: str, body: Mapping[str, Any] | None, limit_s: float, text_ok: bool = False
+    ) -> Any:
+        """POST and return the JSON answer (or, with `text_ok`, a plain-text one as a string)."""
         try:
             async with asyncio.timeout(limit_s):  # also bounds transports that ignore httpx timeouts
                 resp = await self._client.post(ep.url + path, json=body, timeout=limit_s)
@@ -296,6 +301,8 @@ class OpenAIPolicy:
             )
         if not resp.content:
             return None
+        if text_ok and "json" not in resp.headers.get("content-type", ""):
+            return resp.text  # vLLM's LoRA routes answer in plain text
         try:
             return resp.json()
         except ValueError as e:
@@ -581,15 +588,19 @@ class OpenAIPolicy:
         name = f"{self.lora_name}-v{version}"
 
         async def load(ep: Endpoint) -> None:
+            body: dict[str, Any] = {"lora_name": name, "lora_path": str(path)}
             try:
-                await self._post(
-                    ep,
-                    "/v1/load_lora_adapter",
-                    {"lora_name": name, "lora_path": str(path)},
-                    self.sync_timeout,
-                )
+                try:
+                    await self._post(ep, "/v1/load_lora_adapter", body, self.sync_timeout, text_ok=True)
+                except PolicyError as e:
+                    if "already been loaded" not in str(e):
+                        raise
+                    # a resumed run names its adapter as the run that stopped did: replace that one
+                    body["load_inplace"] = True
+                    await self._post(ep, "/v1/load_lora_adapter", body, self.sync_timeout, text_ok=True)
             except _Retryable as e:
                 raise PolicyError(f"loading adapter on {ep.url} failed: {e}") from e
+            await self._optional_post(ep, "/update_weight_version", {"new_version": str(version)})
 
         await self._each_endpoint(load)
         old, self._adapter = self._adapter, name
@@ -597,7 +608,7 @@ class OpenAIPolicy:
             for ep in self.endpoints:
                 # an adapter left loaded costs memory, not correctness
                 with contextlib.suppress(_Retryable, PolicyError):
-                    await self._post(ep, "/v1/unload_lora_adapter", {"lora_name": old}, 60.0)
+                    await self._post(ep, "/v1/unload_lora_adapter", {"lora_name": old}, 60.0, text_ok=True)
 
     async def aclose(self) -> None:
         self._closed = True

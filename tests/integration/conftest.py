@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import httpx
@@ -32,8 +32,17 @@ class VLLMServer:
     processed_logprobs` (log-probs after temperature, as agentrl reports them).
     """
 
-    def __init__(self, model_dir: Path, log_path: Path, name: str = "tiny", port: int | None = None) -> None:
+    def __init__(
+        self,
+        model_dir: Path,
+        log_path: Path,
+        name: str = "tiny",
+        port: int | None = None,
+        extra_args: Sequence[str] = (),
+        extra_env: Mapping[str, str] | None = None,
+    ) -> None:
         self.model_dir, self.log_path, self.name = model_dir, log_path, name
+        self.extra_args, self.extra_env = list(extra_args), dict(extra_env or {})
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -46,6 +55,7 @@ class VLLMServer:
             "VLLM_SERVER_DEV_MODE": "1",
             "TOKENIZERS_PARALLELISM": "false",
             "VLLM_LOGGING_LEVEL": "WARNING",
+            **self.extra_env,
         }
         cmd = [
             str(VLLM_PYTHON),
@@ -74,6 +84,7 @@ class VLLMServer:
             # no torch.compile warm-up: the server is ready in seconds instead of minutes
             "--enforce-eager",
             "--disable-log-stats",
+            *self.extra_args,
         ]
         log = open(self.log_path, "ab")  # noqa: SIM115 (kept open for the process's lifetime)
         self.proc = subprocess.Popen(
