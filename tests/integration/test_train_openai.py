@@ -61,7 +61,7 @@ def test_openai_backend_trains_and_syncs_the_server_every_step(
     cfg = cli_config(vllm_server, tmp_path / "runs")
     assert cfg.model.backend == "openai" and cfg.model.endpoints == [vllm_server.url]
     syncs: list[dict[str, Any]] = []  # syncs[v]: what the server answered at weight version v
-    original = Trainer._sync_policy
+    original = Trainer._sync
 
     async def probe(policy: Any, model: Any, version: int) -> dict[str, Any]:
         """A greedy continuation from the server, re-scored with the learner's current weights."""
@@ -83,13 +83,14 @@ def test_openai_backend_trains_and_syncs_the_server_every_step(
             "drift": max(abs(a - b) for a, b in zip(learner_view, gen.logprobs, strict=True)),
         }
 
-    async def observed(self: Trainer, policy: Any, model: Any, version: int, ckpt: Path | None) -> None:
+    async def observed(self: Trainer) -> float:
         if not syncs:  # the server's answer before the first sync (base weights)
-            syncs.append(await probe(policy, model, 0))
-        await original(self, policy, model, version, ckpt)
-        syncs.append(await probe(policy, model, version))
+            syncs.append(await probe(self.policy, self.model, 0))
+        seconds = await original(self)
+        syncs.append(await probe(self.policy, self.model, self.step))
+        return seconds
 
-    monkeypatch.setattr(Trainer, "_sync_policy", observed)
+    monkeypatch.setattr(Trainer, "_sync", observed)
     result = Trainer(cfg).run()
 
     assert result.steps == STEPS and result.eval_before is not None and result.eval_after is not None
