@@ -59,12 +59,12 @@ class RunLog:
                 kwargs["dir"] = str(self.dir)
             self._trackers.append(lib.init(**kwargs))
 
-    def truncate_after(self, step: int) -> None:
+    def truncate_after(self, step: int, final_key: str | None = None) -> None:
         """Drop records with step > `step` here and in the run's `rollouts.jsonl` (used on resume,
-        before writing new ones), so no step is counted twice. An evaluation-only row at `step` itself
-        (a final evaluation the resumed run will repeat) goes too; the step-0 "before" row stays."""
+        before writing new ones), so no step is counted twice. Rows at `step` itself that hold
+        `final_key` (a final evaluation the resumed run will repeat) go too."""
         self._file.close()
-        truncate_jsonl(self.path, step, drop_eval_only_at_step=step > 0)
+        truncate_jsonl(self.path, step, drop_at_step=final_key)
         truncate_jsonl(self.dir / "rollouts.jsonl", step)
         self._file = open(self.path, "a", buffering=1)  # noqa: SIM115
 
@@ -97,9 +97,9 @@ class RunLog:
         self.close()
 
 
-def truncate_jsonl(path: Path, step: int, drop_eval_only_at_step: bool = False) -> None:
+def truncate_jsonl(path: Path, step: int, drop_at_step: str | None = None) -> None:
     """Keep the rows of a JSONL file whose `step` is <= `step` (atomically; a torn last line goes);
-    with `drop_eval_only_at_step`, rows at `step` that hold no training record go too."""
+    rows at `step` that hold the key `drop_at_step` go too."""
     if not path.is_file():
         return
     kept = []
@@ -109,7 +109,7 @@ def truncate_jsonl(path: Path, step: int, drop_eval_only_at_step: bool = False) 
         except json.JSONDecodeError:
             continue  # a line torn by a kill
         s = int(row.get("step", -1))
-        if s > step or (drop_eval_only_at_step and s == step and "reward_mean" not in row):
+        if s > step or (drop_at_step is not None and s == step and drop_at_step in row):
             continue
         kept.append(line)
     tmp = path.with_suffix(path.suffix + ".tmp")

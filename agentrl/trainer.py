@@ -375,7 +375,7 @@ class Trainer:
         _set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.eval_before = EvalResult(**state["eval_before"]) if state.get("eval_before") else None
-        self.log.truncate_after(self.step)
+        self.log.truncate_after(self.step, final_key="eval/final")
         print(f"[agentrl] resumed {self.run_dir.name} at step {self.step} from {ckpt}")
         return list(state["sampler"]["first"]) + list(state.get("in_flight", []))
 
@@ -601,7 +601,8 @@ class Trainer:
                 pbar.close()
                 pbar = None
             eval_after = await self._eval("after")
-            self.log.log(self.step, {"eval/success": eval_after.success, **_eval_fields(eval_after)})
+            final = {"eval/final": 1.0, "eval/success": eval_after.success, **_eval_fields(eval_after)}
+            self.log.log(self.step, final)
         finally:
             if pbar is not None:
                 pbar.close()

@@ -34,11 +34,11 @@ def test_truncate_on_resume_drops_later_steps_and_the_repeated_final_evaluation(
         log.log(0, {"eval/success": 0.1})
         log.log(1, {"reward_mean": 0.2})
         log.log(2, {"reward_mean": 0.3, "eval/success": 0.3})  # a periodic eval inside a training row
-        log.log(2, {"eval/success": 0.4})  # the final evaluation, which a resume at step 2 repeats
+        log.log(2, {"eval/final": 1.0, "eval/success": 0.4})  # the final evaluation a resume at 2 repeats
         log.log(3, {"reward_mean": 0.5})
     (tmp_path / "rollouts.jsonl").write_text('{"step": 2}\n{"step": 3}\n{"step": 3, "torn')
     log = RunLog(tmp_path, tensorboard=False)
-    log.truncate_after(2)
+    log.truncate_after(2, final_key="eval/final")
     log.close()
     rows = read_metrics(tmp_path / "metrics.jsonl")
     assert [(r["step"], "reward_mean" in r) for r in rows] == [(0, False), (1, True), (2, True)]
