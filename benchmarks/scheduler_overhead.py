@@ -2,7 +2,7 @@
 
 Every episode is an asyncio task whose runner returns at once, so the figure measures the
 scheduler plus asyncio, nothing else. Run: `.venv/bin/python benchmarks/scheduler_overhead.py`.
-Target (issue 4): >= 20,000 episodes/s on one core.
+Target: >= 20,000 episodes/s on one core.
 
 The process pins itself to one core. The headline rate divides by the process's CPU time (what
 one core delivers even when other jobs share the machine); the wall-clock rate is printed beside
