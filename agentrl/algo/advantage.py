@@ -184,6 +184,19 @@ def no_baseline(
     return AdvantageResult(adv, _diagnostics(r, r, group_ids))
 
 
+def _grouped(
+    rewards: Sequence[float] | np.ndarray, group_ids: Sequence[Any] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Rewards, dense group codes, and each group's size and reward sum (indexed by code)."""
+    r = _float_array(rewards, "rewards")
+    codes = group_codes(group_ids)
+    if codes.shape[0] != r.shape[0]:
+        raise ValueError(f"group_ids has length {codes.shape[0]}, expected {r.shape[0]}")
+    g = int(codes.max()) + 1 if codes.size else 0
+    size = np.bincount(codes, minlength=g).astype(np.float64)
+    return r, codes, size, np.bincount(codes, weights=r, minlength=g)
+
+
 def grpo(
     rewards: Sequence[float] | np.ndarray,
     group_ids: Sequence[Any] | np.ndarray,
@@ -198,16 +211,11 @@ def grpo(
     degenerate. `scale_std=False` gives the Dr. GRPO variant `A = r − mean_G`.
     The diagnostics' raw advantages are `r − mean_G`, before std scaling.
     """
-    r = _float_array(rewards, "rewards")
-    codes = group_codes(group_ids)
-    if codes.shape[0] != r.shape[0]:
-        raise ValueError(f"group_ids has length {codes.shape[0]}, expected {r.shape[0]}")
+    r, codes, size, total = _grouped(rewards, group_ids)
     if r.size == 0:
         return AdvantageResult(r.copy(), _diagnostics(r, r, group_ids))
-    g = int(codes.max()) + 1
-    size = np.bincount(codes, minlength=g).astype(np.float64)
-    mean = np.bincount(codes, weights=r, minlength=g) / size
-    centred = r - mean[codes]
+    g = size.shape[0]
+    centred = r - (total / size)[codes]
     _, _, deg = _degenerate(r, codes)
     centred[deg] = 0.0  # exact zero, not float noise
     if scale_std:
@@ -227,15 +235,9 @@ def rloo(rewards: Sequence[float] | np.ndarray, group_ids: Sequence[Any] | np.nd
     Equal to `G/(G−1) · (r_i − mean_G)`; no std scaling. A one-member or degenerate group gets
     exactly 0. The diagnostics' raw advantages are these leave-one-out advantages.
     """
-    r = _float_array(rewards, "rewards")
-    codes = group_codes(group_ids)
-    if codes.shape[0] != r.shape[0]:
-        raise ValueError(f"group_ids has length {codes.shape[0]}, expected {r.shape[0]}")
+    r, codes, size, total = _grouped(rewards, group_ids)
     if r.size == 0:
         return AdvantageResult(r.copy(), _diagnostics(r, r, group_ids))
-    g = int(codes.max()) + 1
-    size = np.bincount(codes, minlength=g).astype(np.float64)
-    total = np.bincount(codes, weights=r, minlength=g)
     others = size[codes] - 1.0
     adv = np.where(others > 0, r - (total[codes] - r) / np.maximum(others, 1.0), 0.0)
     _, _, deg = _degenerate(r, codes)
