@@ -75,6 +75,7 @@ BAD = [
     (["--algo", "grop"], r"algo\.name: unknown algorithm 'grop'; did you mean 'grpo'"),
     (["--algo", "grpo", "rollout.batch_size=12"], r"multiple of algo\.group_size"),
     (["--config", "no-such-file.yaml"], r"no-such-file\.yaml: config file not found"),
+    (["model.tool_format=xml"], r"model\.tool_format: must be one of auto, hermes"),
     (
         ["env.train_prompts=64"],
         r"env\.train_prompts \(64\) is smaller than the distinct prompts one batch draws \(128\)",
