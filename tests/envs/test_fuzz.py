@@ -125,7 +125,7 @@ def _fuzz(env: ToolEnv, path: str) -> int:
     @example(action=None, fmt="hermes")  # hypothesis runs explicit examples first, then 1,000 drawn
     def drive(action: Any, fmt: str) -> None:
         env.call_format = get_tool_format(fmt)
-        if state["done"]:
+        if state["done"] or env.done:  # env.done too: a failed example that hypothesis replays left it over
             env.reset()
         start = time.perf_counter()
         result = env.step(action) if path == "step" else loop.run_until_complete(env.astep(action))

@@ -23,7 +23,7 @@ from tests.test_trainer import MICRO_OVERRIDES, make_micro_model
 pytestmark = pytest.mark.integration
 
 KILLS = 20
-STEPS = 40
+STEPS = 100  # more than twenty lives can reach, so the run is still going at every kill
 SEED = 20240611
 
 

@@ -49,8 +49,22 @@ async def run(tool: PythonTool, code: str) -> tuple[bool, str]:
     return result.ok, result.content
 
 
+_BEFORE: set[int] = set()
+
+
+@pytest.fixture(autouse=True)
+def _children_before_the_test() -> None:
+    """Children this process already had (another test's servers, Ray's workers) are not this test's."""
+    _BEFORE.clear()
+    _BEFORE.update(_all_children())
+
+
 def _children_alive() -> list[int]:
-    """Live (non-zombie) child processes of this test process."""
+    """Live (non-zombie) child processes of this test process that the test started."""
+    return [pid for pid in _all_children() if pid not in _BEFORE]
+
+
+def _all_children() -> list[int]:
     me, alive = os.getpid(), []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
