@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -67,18 +68,23 @@ async def run_arm(
     learner_step: LatencyModel | None = None,
     common_timing: bool = False,
     warmup: int = 0,
+    runner: Any = None,
 ) -> ArmRun:
     """Run `batches` batches of `arm` on a fresh scheduler; the simulated learner takes
     `learner_step_s` (or a draw of `learner_step`, from a generator keyed by the seed) per update
     and then reports the next policy version. Runs on the current loop (virtual or real).
 
     `common_timing`: episode timings keyed by launch index (common random numbers across arms).
-    Figures are over the batches after the first `warmup`."""
+    Figures are over the batches after the first `warmup`. `runner` replaces the `SimulatedRunner`
+    (e.g. `agentrl.whatif.ReplayRunner`); its `on_update(version)`, if any, is called after each
+    learner step."""
     import asyncio
 
     if not 0 <= warmup < batches:
         raise ValueError(f"warmup must be in [0, batches={batches}), got {warmup}")
-    runner = SimulatedRunner(profile, rewards, seed=seed, common_timing=common_timing)
+    if runner is None:
+        runner = SimulatedRunner(profile, rewards, seed=seed, common_timing=common_timing)
+    on_update = getattr(runner, "on_update", None)
     sampler = SeededPromptSampler(n_prompts, seed=seed)
     learner_rng = np.random.default_rng([seed, 0x1EA])
     all_ms: list[BatchMetrics] = []
@@ -89,6 +95,8 @@ async def run_arm(
             if step > 0:
                 await asyncio.sleep(step)
             sched.set_policy_version(sched.policy_version + 1)
+            if on_update is not None:
+                on_update(sched.policy_version)
         counts = sched.counts
     sched.check_accounting()
     ms = all_ms[warmup:]
@@ -153,12 +161,15 @@ def simulate(
     seed0: int = 0,
     batches: int | None = None,
     warmup: int | None = None,
+    runner_factory: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
     """Run every arm of `preset` for seeds `seed0 .. seed0+seeds-1` in virtual time; return JSON-able results.
 
     Per arm: time per batch, trajectories/s, slot utilisation, wasted-work share, barrier idle
     (median, 5-95% and more). `ratios`: every arm's time per batch over the candidate's, per seed
-    (paired when `preset.common_random_numbers`), summarised, plus the ratio of means."""
+    (paired when `preset.common_random_numbers`), summarised, plus the ratio of means.
+    `runner_factory(seed)`, when given, makes each run's episode runner instead of a `SimulatedRunner`
+    on `preset.profile` (the what-if replay of a real run)."""
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     nb = batches or preset.batches
@@ -182,6 +193,7 @@ def simulate(
                         learner_step=preset.learner_step,
                         common_timing=preset.common_random_numbers,
                         warmup=wu,
+                        runner=runner_factory(s) if runner_factory is not None else None,
                     )
                 )
         return out
