@@ -17,7 +17,8 @@ about as long as one of them, but 128 independent draws hit the slowest rounds' 
 takes `c + n * (a + b * k)` seconds when `k` requests are in flight on average, `c` covering the
 request's fixed cost (prefill, HTTP, tokenising), `a + b * k` the time of one decode step of a
 batch of `k`. What the fit leaves unexplained per step (another job on the same cores, a cold
-cache) is kept as that step's speed factor and replayed with it.
+cache) is kept as that step's speed factor, and what is left of each turn (its own noise) as
+that turn's scale; both are replayed with the turn.
 
 `what_if(timings)` replays the run's episodes (turn token counts, tool seconds and the time
 between turns, as measured, so the correlation within an episode is kept) through that server on
@@ -261,6 +262,7 @@ class ServerFit:
     token_per_req_s: float
     step_speed: tuple[float, ...]  # per step (steps 2+): measured / fitted generation seconds
     r2: float  # of the fit on the speed-corrected turns
+    turn_scale: tuple[float, ...]  # per recorded turn (episodes in order): measured / (fitted x step speed)
     mean_in_flight: float
     turns: int
 
@@ -322,6 +324,8 @@ def fit_server(t: RunTimings) -> ServerFit:
             pred = X @ coef
         speeds = {s: float(g[step == s].sum() / max(pred[step == s].sum(), 1e-12)) for s in keep}
         factor = np.array([speeds.get(int(s), 1.0) for s in step])
+    pred = X @ coef
+    scale = np.where(pred > 0, g / np.maximum(factor * pred, 1e-12), 1.0)
     y = (g / factor)[use]
     resid = y - (X @ coef)[use]
     r2 = 1.0 - float(resid @ resid) / max(float(((y - y.mean()) ** 2).sum()), 1e-12)
@@ -332,6 +336,7 @@ def fit_server(t: RunTimings) -> ServerFit:
         token_per_req_s=float(coef[3]),
         step_speed=tuple(speeds[s] for s in sorted(keep)),
         r2=r2,
+        turn_scale=tuple(np.clip(scale, 0.0, 50.0).tolist()),
         mean_in_flight=float(np.average(k[use], weights=g[use])) if g[use].sum() > 0 else 1.0,
         turns=int(use.sum()),
     )
@@ -339,8 +344,8 @@ def fit_server(t: RunTimings) -> ServerFit:
 
 class GenerationServer:
     """A shared inference server in loop time: requests in flight decode together, one token each
-    per decode step of `token_s + token_per_req_s * k` seconds (`k` in flight), after a fixed
-    `request_s`; `replicas` independent copies, each request to the least loaded one; `speed`
+    per decode step of `token_s + token_per_req_s * k` seconds (`k` in flight, those in their fixed
+    part included), after a fixed `request_s + request_per_req_s * k`; `replicas` independent copies, each request to the least loaded one; `speed`
     scales every duration (1 = the fitted server)."""
 
     def __init__(self, fit: ServerFit, replicas: int = 1) -> None:
@@ -348,18 +353,20 @@ class GenerationServer:
         self.speed = 1.0
         self._replicas = [_Replica(self) for _ in range(max(1, replicas))]
 
-    async def generate(self, n_tokens: int) -> None:
+    async def generate(self, n_tokens: int, scale: float = 1.0) -> None:
+        """One request of `n_tokens`; `scale` multiplies its work (a replayed turn's own residual)."""
         rep = min(self._replicas, key=lambda r: len(r.heap) + r.waiting)
         f = self.fit
-        fixed = (f.request_s + f.request_per_req_s * (len(rep.heap) + rep.waiting + 1)) * self.speed
-        rep.waiting += 1
+        fixed = (f.request_s + f.request_per_req_s * (len(rep.heap) + rep.waiting + 1)) * self.speed * scale
+        loop = asyncio.get_running_loop()
+        rep.enter(loop, 1)  # a request in its fixed part counts as in flight, as the fit counted it
         try:
             if fixed > 0:
                 await asyncio.sleep(fixed)
         finally:
-            rep.waiting -= 1
-        if n_tokens > 0:
-            await rep.serve(n_tokens)
+            rep.enter(loop, -1)
+        if n_tokens > 0 and scale > 0 and f.token_s + f.token_per_req_s > 0:
+            await rep.serve(n_tokens * scale)
 
 
 class _Replica:
@@ -372,13 +379,18 @@ class _Replica:
         self.waiting = 0  # requests in their fixed part (prefill, transport)
         self.timer: asyncio.TimerHandle | None = None
 
-    def _tau(self, k: int) -> float:
+    def enter(self, loop: asyncio.AbstractEventLoop, d: int) -> None:
+        self._advance(loop.time())
+        self.waiting += d
+        self._arm(loop)
+
+    def _tau(self) -> float:
         f = self.server.fit
-        return (f.token_s + f.token_per_req_s * k) * self.server.speed
+        return (f.token_s + f.token_per_req_s * (len(self.heap) + self.waiting)) * self.server.speed
 
     def _advance(self, now: float) -> None:
         if self.heap:
-            tau = self._tau(len(self.heap))
+            tau = self._tau()
             self.served += (now - self.t) / tau if tau > 0 else math.inf
         self.t = now
 
@@ -388,7 +400,7 @@ class _Replica:
             self.timer = None
         if self.heap:
             left = max(self.heap[0][0] - self.served, 0.0)
-            self.timer = loop.call_at(self.t + left * self._tau(len(self.heap)), self._fire, loop)
+            self.timer = loop.call_at(self.t + left * self._tau(), self._fire, loop)
 
     def _fire(self, loop: asyncio.AbstractEventLoop) -> None:
         self.timer = None
@@ -403,7 +415,7 @@ class _Replica:
                 fut.set_result(None)
         self._arm(loop)
 
-    async def serve(self, n: int) -> None:
+    async def serve(self, n: float) -> None:
         loop = asyncio.get_running_loop()
         self._advance(loop.time())
         fut: asyncio.Future[None] = loop.create_future()
@@ -428,6 +440,8 @@ class ReplayRunner:
 
     def __init__(self, t: RunTimings, fit: ServerFit, *, seed: int, replicas: int = 1) -> None:
         self.episodes = t.episodes
+        self.scales = fit.turn_scale
+        self.offsets = np.concatenate([[0], np.cumsum([len(e.tokens) for e in t.episodes])]).tolist()
         self.server = GenerationServer(fit, replicas)
         self.speeds = fit.step_speed or (1.0,)
         self.seed = seed
@@ -442,13 +456,15 @@ class ReplayRunner:
         n = self.launched
         self.launched += 1
         rng = np.random.default_rng([self.seed, n])
-        e = self.episodes[int(rng.integers(len(self.episodes)))]
+        i = int(rng.integers(len(self.episodes)))
+        e = self.episodes[i]
+        scales = self.scales[self.offsets[i] : self.offsets[i + 1]] or (1.0,) * len(e.tokens)
         loop = asyncio.get_running_loop()
         gap = e.between_s / len(e.tokens)
         turns = []
-        for tokens, tool in zip(e.tokens, e.tool_s, strict=True):
+        for tokens, tool, sc in zip(e.tokens, e.tool_s, scales, strict=True):
             t0 = loop.time()
-            await self.server.generate(tokens)
+            await self.server.generate(tokens, sc)
             g = loop.time() - t0
             await asyncio.sleep(tool + gap)
             turns.append(Turn(g, tool, tokens, 0, 1, t0))
