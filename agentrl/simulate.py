@@ -53,6 +53,9 @@ class ArmRun:
     bias_rank_correlation: float | None
     counts: dict[str, int]
     metrics: list[BatchMetrics] = field(default_factory=list, repr=False)
+    # as a trainer measures it: trajectories of batches 2+ and the seconds from the end of the first
+    # learner step to the end of the last (what `time/step_s` sums over steps 2+)
+    trainer_window: tuple[int, float] = (0, 0.0)
 
 
 async def run_arm(
@@ -85,18 +88,27 @@ async def run_arm(
     if runner is None:
         runner = SimulatedRunner(profile, rewards, seed=seed, common_timing=common_timing)
     on_update = getattr(runner, "on_update", None)
+    learner_time = getattr(runner, "learner_time", None)  # a runner that replays its learner, too
+    loop = asyncio.get_running_loop()
+    ends: list[float] = []
     sampler = SeededPromptSampler(n_prompts, seed=seed)
     learner_rng = np.random.default_rng([seed, 0x1EA])
     all_ms: list[BatchMetrics] = []
     async with RolloutScheduler(sampler, runner, arm.config) as sched:
         async for batch in sched.batches(batches):
             all_ms.append(batch.metrics)
-            step = learner_step.sample(learner_rng) if learner_step is not None else learner_step_s
+            if learner_time is not None:
+                step = learner_time(len(all_ms) - 1)
+            elif learner_step is not None:
+                step = learner_step.sample(learner_rng)
+            else:
+                step = learner_step_s
             if step > 0:
                 await asyncio.sleep(step)
             sched.set_policy_version(sched.policy_version + 1)
             if on_update is not None:
                 on_update(sched.policy_version)
+            ends.append(loop.time())
         counts = sched.counts
     sched.check_accounting()
     ms = all_ms[warmup:]
@@ -132,6 +144,7 @@ async def run_arm(
         bias_rank_correlation=ms[-1].bias.rank_correlation,
         counts=asdict(counts),
         metrics=all_ms if keep_metrics else [],
+        trainer_window=(sum(m.n_trajectories for m in all_ms[1:]), ends[-1] - ends[0] if ends else 0.0),
     )
 
 
@@ -224,6 +237,8 @@ def simulate(
                 [r.bias_rank_correlation for r in rs if r.bias_rank_correlation is not None]
             ),
             "per_seed_time_per_batch": [r.time_per_batch for r in rs],
+            "trainer_trajectories_per_s": sum(r.trainer_window[0] for r in rs)
+            / max(sum(r.trainer_window[1] for r in rs), 1e-12),
         }
     learner = repr(preset.learner_step) if preset.learner_step is not None else preset.learner_step_s
     result: dict[str, Any] = {
