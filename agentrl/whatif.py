@@ -322,7 +322,8 @@ def fit_server(t: RunTimings) -> ServerFit:
         if not np.any(pred > 0):
             coef = np.array([float(np.mean(g[use])), 0.0, 0.0, 0.0])
             pred = X @ coef
-        speeds = {s: float(g[step == s].sum() / max(pred[step == s].sum(), 1e-12)) for s in keep}
+        # every step's speed (step 1's too: its turns' own scales are taken against it)
+        speeds = {int(s): float(g[step == s].sum() / max(pred[step == s].sum(), 1e-12)) for s in steps}
         factor = np.array([speeds.get(int(s), 1.0) for s in step])
     pred = X @ coef
     scale = np.where(pred > 0, g / np.maximum(factor * pred, 1e-12), 1.0)
