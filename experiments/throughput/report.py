@@ -65,6 +65,7 @@ def load(results: Path, recompute: bool, seeds: int) -> list[dict[str, Any]]:
         run_dir = results / "runs" / p.stem
         if recompute and run_dir.is_dir():
             wi = what_if(read_run(run_dir), seeds=seeds)
+            (results / f"{p.stem}-what-if.json").write_text(json.dumps(wi, indent=1, default=str))
             rec["from_run"] = {
                 "trajectories_per_s": wi["scenarios"][0]["trajectories_per_s"],
                 "pooled_trajectories_per_s": wi["scenarios"][0]["pooled_trajectories_per_s"],
@@ -235,15 +236,47 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"## Per arm ({n_runs} runs; mean and 95% t-interval over repeats)",
         "",
-        "| arm | runs | measured traj/s | time/step s | server idle | learner idle | --from-run traj/s | error per run | declared traj/s | error per run |",
+        "| arm | runs | measured traj/s | time/step s | server idle | learner idle | --from-run traj/s (error of mean) | error per run | declared traj/s (error of mean) | error per run |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for arm, r in rows.items():
         L.append(
             f"| {arm} | {r['n']} | {ci(r['measured'])} | {ci(r['tps'], '.2f')} | {ci(r['server_idle'], '.2f')} | "
-            f"{ci(r['learner_idle'], '.2f')} | {r['from_run'][0]:.3f} | {pct(r['err_from_run'])} | "
-            f"{r['declared'][0]:.3f} | {pct(r['err_declared'])} |"
+            f"{ci(r['learner_idle'], '.2f')} | {r['from_run'][0]:.3f} ({100 * err(r['from_run'][0], r['measured'][0]):+.1f}%) | "
+            f"{pct(r['err_from_run'])} | {r['declared'][0]:.3f} ({100 * err(r['declared'][0], r['measured'][0]):+.1f}%) | "
+            f"{pct(r['err_declared'])} |"
         )
+    worst = max(recs, key=lambda r: abs(err(pred_of(r["declared"]), r["measured"]["trajectories_per_s"])))
+    arm_ok = all(abs(err(r["from_run"][0], r["measured"][0])) <= 0.10 for r in rows.values())
+    misses = [
+        f"{rec['arm']}-r{rec['repeat']} ({100 * err(pred_of(rec['from_run']), rec['measured']['trajectories_per_s']):+.1f}%)"
+        for rec in recs
+        if abs(err(pred_of(rec["from_run"]), rec["measured"]["trajectories_per_s"])) > 0.10
+    ]
+    L += [
+        "",
+        "## Where the planner is within 10%, and where not",
+        "",
+        f"- `--from-run`: the arm means are {'all' if arm_ok else 'not all'} within 10% of the measured means. "
+        + (
+            f"Single runs outside 10%: {', '.join(misses)}. "
+            if misses
+            else "Every single run is within 10% too. "
+        )
+        + "A run of 5 steady steps on shared cores is one draw: its learner and server speeds vary from step to "
+        "step with the other jobs' load, and the replay resamples those per-step speeds, so a single run can land "
+        "off the expectation by about the step-to-step spread (see the seed intervals in each run's what-if JSON).",
+        "- Declared models: off by up to "
+        + f"{100 * max(abs(e) for r in rows.values() for e in r['err_declared']):.0f}% on single runs. "
+        "They know the declared tool latency and one calibration run's generation and learner seconds, but not "
+        "the shared server (generation that slows with load), not the learner's slow first update (which in the "
+        "async regime lets the next batches fill for free, so the declared model under-predicts SPO async) and "
+        "not how much CPU the other jobs took during each run (the worst, "
+        f"{worst['arm']}-r{worst['repeat']}: {worst['measured']['learner_side_s']:.2f} s per step on the learner side and "
+        f"{worst['measured']['gen_s_per_turn']:.3f} s of generation per turn, against the calibration's "
+        f"{float(cal['learner']):.2f} s and {float(cal['generation']):.3f} s). That is the gap `--from-run` closes by "
+        "fitting the run itself.",
+    ]
     L += [
         "",
         "## Every run",
@@ -284,6 +317,20 @@ def main(argv: list[str] | None = None) -> int:
             )
     else:
         L.append("- Not available: the SPO sync and GRPO sync arms did not both run.")
+    ran = ", ".join(f"{k} x{v['n']}" for k, v in rows.items())
+    L += [
+        "",
+        "## What ran, and what did not",
+        "",
+        f"- Ran: one calibration run, then {n_runs} runs ({ran}), "
+        "each with the declared-model prediction made before it and the `--from-run` prediction after it: "
+        f"`python experiments/throughput/run.py --repeats 3 --steps {settings['steps']}` (about 90 s per run "
+        "including start-up), then `python experiments/throughput/report.py`.",
+        "- Not run: the PythonMath env with the bubblewrap sandbox as the tool (time), longer runs, larger "
+        "batches, and more slots than a 2-core machine can keep busy. With B = 16, 8 slots and no "
+        "over-provisioning, sync SPO and sync GRPO wait for the same 16 episodes per round, so their ratio is 1 "
+        "by construction (the simulator says exactly 1.00); the SPO advantage shows in the async regime.",
+    ]
     L += ["", "## Plots", ""] + [f"![{f}]({f})" for f in figs]
     (HERE / "README.md").write_text("\n".join(L) + "\n")
     (a.results / "summary.json").write_text(
