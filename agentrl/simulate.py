@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,9 @@ class ArmRun:
     bias_rank_correlation: float | None
     counts: dict[str, int]
     metrics: list[BatchMetrics] = field(default_factory=list, repr=False)
+    # as a trainer measures it: trajectories of batches 2+ and the seconds from the end of the first
+    # learner step to the end of the last (what `time/step_s` sums over steps 2+)
+    trainer_window: tuple[int, float] = (0, 0.0)
 
 
 async def run_arm(
@@ -67,28 +71,44 @@ async def run_arm(
     learner_step: LatencyModel | None = None,
     common_timing: bool = False,
     warmup: int = 0,
+    runner: Any = None,
 ) -> ArmRun:
     """Run `batches` batches of `arm` on a fresh scheduler; the simulated learner takes
     `learner_step_s` (or a draw of `learner_step`, from a generator keyed by the seed) per update
     and then reports the next policy version. Runs on the current loop (virtual or real).
 
     `common_timing`: episode timings keyed by launch index (common random numbers across arms).
-    Figures are over the batches after the first `warmup`."""
+    Figures are over the batches after the first `warmup`. `runner` replaces the `SimulatedRunner`
+    (e.g. `agentrl.whatif.ReplayRunner`); its `on_update(version)`, if any, is called after each
+    learner step."""
     import asyncio
 
     if not 0 <= warmup < batches:
         raise ValueError(f"warmup must be in [0, batches={batches}), got {warmup}")
-    runner = SimulatedRunner(profile, rewards, seed=seed, common_timing=common_timing)
+    if runner is None:
+        runner = SimulatedRunner(profile, rewards, seed=seed, common_timing=common_timing)
+    on_update = getattr(runner, "on_update", None)
+    learner_time = getattr(runner, "learner_time", None)  # a runner that replays its learner, too
+    loop = asyncio.get_running_loop()
+    ends: list[float] = []
     sampler = SeededPromptSampler(n_prompts, seed=seed)
     learner_rng = np.random.default_rng([seed, 0x1EA])
     all_ms: list[BatchMetrics] = []
     async with RolloutScheduler(sampler, runner, arm.config) as sched:
         async for batch in sched.batches(batches):
             all_ms.append(batch.metrics)
-            step = learner_step.sample(learner_rng) if learner_step is not None else learner_step_s
+            if learner_time is not None:
+                step = learner_time(len(all_ms) - 1)
+            elif learner_step is not None:
+                step = learner_step.sample(learner_rng)
+            else:
+                step = learner_step_s
             if step > 0:
                 await asyncio.sleep(step)
             sched.set_policy_version(sched.policy_version + 1)
+            if on_update is not None:
+                on_update(sched.policy_version)
+            ends.append(loop.time())
         counts = sched.counts
     sched.check_accounting()
     ms = all_ms[warmup:]
@@ -124,6 +144,7 @@ async def run_arm(
         bias_rank_correlation=ms[-1].bias.rank_correlation,
         counts=asdict(counts),
         metrics=all_ms if keep_metrics else [],
+        trainer_window=(sum(m.n_trajectories for m in all_ms[1:]), ends[-1] - ends[0] if ends else 0.0),
     )
 
 
@@ -153,12 +174,15 @@ def simulate(
     seed0: int = 0,
     batches: int | None = None,
     warmup: int | None = None,
+    runner_factory: Callable[[int], Any] | None = None,
 ) -> dict[str, Any]:
     """Run every arm of `preset` for seeds `seed0 .. seed0+seeds-1` in virtual time; return JSON-able results.
 
     Per arm: time per batch, trajectories/s, slot utilisation, wasted-work share, barrier idle
     (median, 5-95% and more). `ratios`: every arm's time per batch over the candidate's, per seed
-    (paired when `preset.common_random_numbers`), summarised, plus the ratio of means."""
+    (paired when `preset.common_random_numbers`), summarised, plus the ratio of means.
+    `runner_factory(seed)`, when given, makes each run's episode runner instead of a `SimulatedRunner`
+    on `preset.profile` (the what-if replay of a real run)."""
     if seeds < 1:
         raise ValueError(f"seeds must be >= 1, got {seeds}")
     nb = batches or preset.batches
@@ -182,6 +206,7 @@ def simulate(
                         learner_step=preset.learner_step,
                         common_timing=preset.common_random_numbers,
                         warmup=wu,
+                        runner=runner_factory(s) if runner_factory is not None else None,
                     )
                 )
         return out
@@ -212,6 +237,8 @@ def simulate(
                 [r.bias_rank_correlation for r in rs if r.bias_rank_correlation is not None]
             ),
             "per_seed_time_per_batch": [r.time_per_batch for r in rs],
+            "trainer_trajectories_per_s": sum(r.trainer_window[0] for r in rs)
+            / max(sum(r.trainer_window[1] for r in rs), 1e-12),
         }
     learner = repr(preset.learner_step) if preset.learner_step is not None else preset.learner_step_s
     result: dict[str, Any] = {

@@ -768,8 +768,10 @@ def _write_rollouts(f: Any, step: int, trajs: Sequence[Trajectory]) -> None:
             "group_id": t.group_id,
             "started_at": t.started_at,
             "finished_at": t.finished_at,
+            "prompt_len": t.prompt_len,
             "turns": [
                 {
+                    "gen_at": u.gen_at,
                     "gen_s": u.gen_s,
                     "tool_s": u.tool_s,
                     "n_model_tokens": u.n_model_tokens,

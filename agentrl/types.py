@@ -66,6 +66,7 @@ class Turn:
     n_model_tokens: int = 0
     n_env_tokens: int = 0
     tool_calls: int = 0
+    gen_at: float = 0.0  # loop time the generation request was sent (the clock of `Trajectory.started_at`)
 
 
 @dataclass(slots=True)

@@ -178,7 +178,7 @@ async def run_episode(
             max_new_tokens=min(params.max_new_tokens, room),
             seed=None if params.seed is None else params.seed + turn_idx,
         )
-        t0 = loop.time()
+        t0 = turn.gen_at = loop.time()
         try:
             async with asyncio.timeout(gen_timeout):
                 gen = await policy.generate(out.ids, turn_params)

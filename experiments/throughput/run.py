@@ -1,0 +1,314 @@
+"""Real-time throughput of SPO (sync and async) against GRPO, next to the planner's predictions.
+
+Starts one vLLM CPU server serving `tiny` (as the integration tests start it), then, per arm and
+repeat, runs a short `agentrl train --backend openai` job on the calculator env with a declared
+heavy-tailed per-step latency, and records:
+
+- the planner's prediction *before* the run, from the declared latency models only
+  (`agentrl simulate` with the run's batch size, slots and regime; the generation time per turn
+  and the learner time per step come from a calibration run made first, never from the run itself);
+- the measured figures (`measure`): trajectories/s and time per step over steps 2+, the server's
+  idle share (no generation request in flight) and the learner's idle share (waiting for a batch);
+- the planner's re-prediction from the run itself (`agentrl simulate --from-run`).
+
+Everything lands in `experiments/throughput/results/` (one JSON per run, plus the run dirs);
+`report.py` turns it into the README and the plots.
+
+    .venv/bin/python experiments/throughput/run.py --repeats 3 --steps 6
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parents[1]
+VLLM_PYTHON = Path(os.environ.get("AGENTRL_VLLM_PYTHON", "/work/main/.vllm-venv/bin/python"))
+AGENTRL = Path(sys.executable).with_name("agentrl")
+
+# the declared tool latency: one lognormal draw per env step (median 0.4 s, mean 0.66 s, p99 4 s)
+LATENCY = {"step": {"kind": "lognormal", "median": 0.4, "sigma": 1.0}}
+ARMS: dict[str, dict[str, Any]] = {
+    "spo-sync": {"algo": "spo", "regime": "sync"},
+    "spo-async": {"algo": "spo", "regime": "async"},
+    "grpo-sync": {"algo": "grpo", "regime": "sync"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def vllm_server(model_dir: Path, log: Path, ready_timeout: float = 300.0) -> Iterator[str]:
+    """A vLLM OpenAI server on CPU serving `tiny`, started as the integration tests start it."""
+    import httpx
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": "1",
+        "VLLM_SERVER_DEV_MODE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "VLLM_LOGGING_LEVEL": "WARNING",
+    }
+    cmd = [
+        str(VLLM_PYTHON), "-m", "vllm.entrypoints.openai.api_server",
+        "--model", str(model_dir), "--served-model-name", "tiny", "--dtype", "float32",
+        "--host", "127.0.0.1", "--port", str(port), "--max-model-len", "4096",
+        "--logprobs-mode", "processed_logprobs", "--no-enable-chunked-prefill",
+        "--max-num-batched-tokens", "4096", "--enforce-eager", "--disable-log-stats",
+    ]  # fmt: skip
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"vLLM server exited with {proc.returncode}; see {log}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/health", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"vLLM server not ready after {ready_timeout:g} s; see {log}")
+            time.sleep(1.0)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def train_args(
+    arm: str, *, url: str, name: str, run_root: Path, seed: int, a: argparse.Namespace
+) -> list[str]:
+    spec = ARMS[arm]
+    return [
+        "train", "--backend", "openai", "--model", "tiny",
+        f'model.endpoints=["{url}"]', f"run_root={run_root}", f"name={name}", f"seed={seed}",
+        f"steps={a.steps}", "progress=false", "checkpoint_every=1000",
+        f"algo.name={spec['algo']}", f"algo.group_size={a.group_size}", "algo.offline_init=false",
+        f"rollout.regime={spec['regime']}", "rollout.max_staleness=1",
+        f"rollout.batch_size={a.batch_size}", f"rollout.max_concurrency={a.slots}",
+        f"rollout.max_new_tokens={a.max_new_tokens}", "rollout.max_tokens=1400",
+        f"env.max_turns={a.max_turns}", f"env.latency={json.dumps(LATENCY)}", "env.train_prompts=200",
+        "eval.tasks=1", "eval.k=1", "optim.mini_batches=1",
+    ]  # fmt: skip
+
+
+def simulate_args(arm: str, *, a: argparse.Namespace, generation: str, learner: str, turns: str) -> list[str]:
+    """`agentrl simulate` on the declared models: the tool latency as declared, the rest calibrated."""
+    spec = ARMS[arm]
+    tool = "lognormal:median={median},sigma={sigma}".format(**LATENCY["step"])
+    return [
+        "simulate", "--tool", tool, "--generation", generation, "--turns", turns,
+        "--batch-size", str(a.batch_size), "--group-size", str(a.group_size),
+        "--max-concurrency", str(a.slots), "--regime", spec["regime"], "--max-staleness", "1",
+        "--learner-s", learner, "--arms", spec["algo"], "--seeds", str(a.sim_seeds),
+        "--batches", str(max(a.steps, 6)), "--warmup", "1", "--json", "--no-plot",
+    ]  # fmt: skip
+
+
+def agentrl(args: list[str], log: Path, timeout: float) -> subprocess.CompletedProcess[str]:
+    with open(log, "a") as f:
+        f.write(f"$ agentrl {' '.join(args)}\n")
+    p = subprocess.run([str(AGENTRL), *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT)
+    with open(log, "a") as f:
+        f.write(p.stdout[-20000:] + p.stderr[-20000:] + f"\n(rc {p.returncode})\n")
+    if p.returncode != 0:
+        raise RuntimeError(f"agentrl {args[0]} failed (rc {p.returncode}); see {log}")
+    return p
+
+
+# ---- measuring a finished run -------------------------------------------------------------------
+
+
+def union_length(intervals: list[tuple[float, float]], lo: float, hi: float) -> float:
+    """Seconds of [lo, hi] covered by at least one interval."""
+    total, end = 0.0, lo
+    for s, e in sorted((max(s, lo), min(e, hi)) for s, e in intervals):
+        if e <= s:
+            continue
+        if s > end:
+            total += e - s
+            end = e
+        elif e > end:
+            total += e - end
+            end = e
+    return total
+
+
+def measure(run_dir: Path) -> dict[str, Any]:
+    """Trajectories/s and time per step over steps 2+, the server's and the learner's idle shares."""
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    steps = [r for r in rows if "time/step_s" in r]
+    ro = [json.loads(x) for x in (run_dir / "rollouts.jsonl").read_text().splitlines() if x.strip()]
+    steady = steps[1:] if len(steps) > 1 else steps
+    n = sum(1 for r in ro if r["step"] >= int(steady[0]["step"]))
+    wall = sum(r["time/step_s"] for r in steady)
+    learner = sum(r["time/learner_s"] + r.get("time/sync_s", 0.0) for r in steady)
+    # the steady window on the episodes' clock: from the end of step 1's batch to the last batch
+    ends = {}
+    for r in ro:
+        ends[r["step"]] = max(ends.get(r["step"], -np.inf), r["finished_at"])
+    first = int(steady[0]["step"])
+    lo = ends.get(first - 1, min(r["started_at"] for r in ro))
+    hi = max(ends.values())
+    gens = []
+    for r in ro:
+        clock = r["started_at"]
+        for t in r["turns"]:
+            s = t.get("gen_at", clock)
+            gens.append((s, s + t["gen_s"]))
+            clock = s + t["gen_s"] + t["tool_s"]
+    busy = union_length(gens, lo, hi)
+    return {
+        "steps": len(steps),
+        "trajectories": n,
+        "trajectories_per_s": n / wall,
+        "time_per_step_s": wall / len(steady),
+        "learner_idle_share": 1.0 - learner / wall,
+        "server_idle_share": 1.0 - busy / (hi - lo) if hi > lo else float("nan"),
+        "gen_s_per_turn": float(np.mean([t["gen_s"] for r in ro for t in r["turns"]])),
+        "turns_mean": float(np.mean([len(r["turns"]) for r in ro])),
+        "learner_side_s": float(
+            np.mean([r["time/step_s"] - r.get("rollout/assembly_s", 0.0) for r in steady])
+        ),
+    }
+
+
+def calibration(run_dir: Path) -> dict[str, str]:
+    """The declared-model simulation's generation, learner and turn settings, from a calibration run."""
+    m = measure(run_dir)
+    ro = [json.loads(x) for x in (run_dir / "rollouts.jsonl").read_text().splitlines() if x.strip()]
+    turns = [len(r["turns"]) for r in ro]
+    return {
+        "generation": f"{m['gen_s_per_turn']:.4f}",
+        "learner": f"{m['learner_side_s']:.4f}",
+        "turns": f"{min(turns)}-{max(turns)}" if min(turns) < max(turns) else str(turns[0]),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--group-size", type=int, default=4)
+    p.add_argument("--slots", type=int, default=8)
+    p.add_argument("--max-turns", type=int, default=3)
+    p.add_argument("--max-new-tokens", type=int, default=32)
+    p.add_argument("--sim-seeds", type=int, default=30)
+    p.add_argument("--arms", default=",".join(ARMS))
+    p.add_argument("--endpoint", help="use this running server instead of starting one")
+    p.add_argument("--out", type=Path, default=HERE / "results")
+    p.add_argument("--run-timeout", type=float, default=600.0)
+    a = p.parse_args(argv)
+    arms = [x.strip() for x in a.arms.split(",") if x.strip()]
+    bad = [x for x in arms if x not in ARMS]
+    if bad:
+        p.error(f"unknown arm(s) {bad}; known: {list(ARMS)}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    run_root = a.out / "runs"
+    log = a.out / "log.txt"
+    from agentrl.models import model_path
+
+    server = (
+        contextlib.nullcontext(a.endpoint)
+        if a.endpoint
+        else vllm_server(model_path("tiny"), a.out / "vllm.log")
+    )
+    with server as url:
+        cal_dir = run_root / "calibration"
+        if not (cal_dir / "rollouts.jsonl").is_file():
+            agentrl(
+                train_args("spo-sync", url=url, name="calibration", run_root=run_root, seed=99, a=a),
+                log,
+                a.run_timeout,
+            )
+        cal = calibration(cal_dir)
+        (a.out / "calibration.json").write_text(json.dumps(cal, indent=1))
+        for rep in range(a.repeats):
+            for arm in arms:
+                name = f"{arm}-r{rep}"
+                dest = a.out / f"{name}.json"
+                if dest.exists():
+                    continue
+                sim = json.loads(agentrl(simulate_args(arm, a=a, **cal), log, 300).stdout)
+                declared = sim["arms"][ARMS[arm]["algo"]]
+                t0 = time.time()
+                agentrl(
+                    train_args(arm, url=url, name=name, run_root=run_root, seed=rep, a=a), log, a.run_timeout
+                )
+                wall = time.time() - t0
+                run_dir = run_root / name
+                wi_out = a.out / f"{name}-what-if.json"
+                agentrl(
+                    [
+                        "simulate",
+                        "--from-run",
+                        str(run_dir),
+                        "--seeds",
+                        str(a.sim_seeds),
+                        "--out",
+                        str(wi_out),
+                    ],
+                    log,
+                    600,
+                )
+                wi = json.loads(wi_out.read_text())
+                rec = {
+                    "arm": arm,
+                    "repeat": rep,
+                    "settings": {
+                        k: getattr(a, k)
+                        for k in ("steps", "batch_size", "group_size", "slots", "max_turns", "max_new_tokens")
+                    },
+                    "latency": LATENCY,
+                    "calibration": cal,
+                    "process_wall_s": wall,
+                    "measured": measure(run_dir),
+                    "declared": {
+                        "trajectories_per_s": declared["trajectories_per_s"],
+                        "time_per_step_s": declared["time_per_batch"],
+                    },
+                    "from_run": {
+                        "trajectories_per_s": wi["scenarios"][0]["trajectories_per_s"],
+                        "time_per_step_s": wi["scenarios"][0]["time_per_step_s"],
+                        "server": wi["server"],
+                        "measured_by_whatif": wi["measured"]["trajectories_per_s"],
+                    },
+                }
+                dest.write_text(json.dumps(rec, indent=1))
+                print(
+                    f"{name}: measured {rec['measured']['trajectories_per_s']:.3f} traj/s, declared "
+                    f"{declared['trajectories_per_s']['median']:.3f}, from-run {wi['scenarios'][0]['trajectories_per_s']['median']:.3f}",
+                    flush=True,
+                )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
