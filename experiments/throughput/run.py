@@ -36,7 +36,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-VLLM_PYTHON = Path(os.environ.get("AGENTRL_VLLM_PYTHON", "/work/main/.vllm-venv/bin/python"))
+VLLM_PYTHON = Path(os.environ.get("AGENTRL_VLLM_PYTHON", str(ROOT / ".vllm-venv" / "bin" / "python")))
 AGENTRL = Path(sys.executable).with_name("agentrl")
 
 # the declared tool latency: one lognormal draw per env step (median 0.4 s, mean 0.66 s, p99 4 s)
