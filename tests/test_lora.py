@@ -136,6 +136,18 @@ def test_lora_run_trains_the_adapter_only_checkpoints_it_and_resumes_exactly(
     with pytest.raises(ValueError, match="not empty"):
         export(tmp_path / "runs" / "lora", tmp_path / "adapter")
 
+    # `agentrl eval --checkpoint` reads the adapter checkpoint: the base with the adapter folded in
+    from agentrl.cli import main
+    from agentrl.cli.eval import load_checkpoint_model
+
+    ckpt = latest_checkpoint(tmp_path / "runs" / "lora" / "checkpoints")
+    assert ckpt is not None
+    folded, _, described = load_checkpoint_model(ckpt, "cpu")
+    assert f"LoRA adapter on {micro_model}" in described
+    for a, b in zip(compute_logprobs(folded, trajs), live, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    assert main(["eval", "--checkpoint", str(tmp_path / "runs" / "lora"), "--tasks", "2"]) == 0
+
 
 def test_async_regime_copies_the_adapter_into_the_policy(
     micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 from agentrl.evaluate import EvalResult, evaluate
 
@@ -52,7 +53,7 @@ def resolve_checkpoint(path: str, command: str = "agentrl eval") -> Path:
             raise SystemExit(f"{command}: {e}") from None
         if found is not None:
             return found
-    if not (p / "config.json").is_file():
+    if not any((p / f).is_file() for f in ("config.json", "adapter_config.json")):
         raise SystemExit(f"{command}: {path} is not a checkpoint or run directory (no config.json)")
     return p
 
@@ -65,6 +66,31 @@ def run_config(checkpoint: Path) -> dict | None:
         if (d / "config.yaml").is_file() and (d / "checkpoints").is_dir():
             return yaml.safe_load((d / "config.yaml").read_text())
     return None
+
+
+def base_model_of(ckpt: Path) -> str:
+    """The base model a LoRA checkpoint was trained on: the run's `model.name`, else the adapter's."""
+    from agentrl.lora import adapter_base
+
+    trained = run_config(ckpt) or {}
+    base = (trained.get("model") or {}).get("name") or adapter_base(ckpt)
+    if not base:
+        raise ValueError(f"--checkpoint {ckpt}: cannot tell the base model (no run config.yaml)")
+    return str(base)
+
+
+def load_checkpoint_model(ckpt: Path, device: str) -> tuple[Any, Any, str]:
+    """(model, tokenizer, description) of a checkpoint: a full model, or a LoRA adapter folded into
+    the base model it was trained on."""
+    from agentrl.lora import is_adapter_dir, load_merged
+    from agentrl.models import load_model
+
+    if is_adapter_dir(ckpt):
+        base = base_model_of(ckpt)
+        model, tok = load_merged(base, ckpt, device=device)
+        return model, tok, f"{ckpt} (LoRA adapter on {base})"
+    model, tok = load_model(str(ckpt), device=device)
+    return model, tok, str(ckpt)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,7 +119,13 @@ def run(args: argparse.Namespace) -> int:
     top_p = args.top_p if args.top_p is not None else (1.0 if args.k == 1 else 0.95)
     ks = [int(x) for x in args.ks.split(",")] if args.ks else None
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    model, tok = load_model(source, device=device)
+    if ckpt is not None:
+        try:
+            model, tok, source = load_checkpoint_model(ckpt, device)
+        except ValueError as e:
+            raise SystemExit(f"agentrl eval: {str(e).splitlines()[0]}") from None
+    else:
+        model, tok = load_model(source, device=device)
     setting = ((trained or {}).get("model") or {}).get("tool_format", "auto")
     chat = ChatFormat(tok, tool_format=resolve_tool_format(setting, tok))
     if chat.tool_format != "hermes":

@@ -43,19 +43,9 @@ def _checkpoint_dir(path: str) -> Path:
     return p
 
 
-def _base_model(ckpt: Path) -> str:
-    from agentrl.cli.eval import run_config
-    from agentrl.lora import adapter_base
-
-    trained = run_config(ckpt) or {}
-    base = (trained.get("model") or {}).get("name") or adapter_base(ckpt)
-    if not base:
-        raise ValueError(f"--checkpoint {ckpt}: cannot tell the base model (no run config.yaml)")
-    return str(base)
-
-
 def export(checkpoint: str | Path, out: str | Path, *, merge: bool = False) -> Path:
     """Write `checkpoint`'s model (merged, or its adapter alone) to `out`; returns `out`."""
+    from agentrl.cli.eval import base_model_of
     from agentrl.lora import ADAPTER_CONFIG, ADAPTER_WEIGHTS, is_adapter_dir, load_merged
 
     ckpt = _checkpoint_dir(str(checkpoint))
@@ -67,7 +57,7 @@ def export(checkpoint: str | Path, out: str | Path, *, merge: bool = False) -> P
     tmp.mkdir(parents=True)
     try:
         if is_adapter_dir(ckpt) and merge:
-            model, tokenizer = load_merged(_base_model(ckpt), ckpt)
+            model, tokenizer = load_merged(base_model_of(ckpt), ckpt)
             model.save_pretrained(tmp, safe_serialization=True)
             tokenizer.save_pretrained(tmp)
         else:
