@@ -241,3 +241,46 @@ def _read_dcp(path: Path, out: Path) -> dict[str, torch.Tensor]:
 
     walk("", torch.load(out, weights_only=False))
     return flat
+
+
+def test_two_machines_rendezvous_and_match_one_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--nnodes 2 --node-rank R --rdzv-endpoint H:P`, one rank per "machine", both on this host:
+    the two launches meet, train, and their first update is the one a single process makes."""
+    import socket
+
+    from agentrl.trainer import Trainer
+    from tests.test_trainer import MICRO_OVERRIDES, make_micro_model, micro_config
+
+    model = make_micro_model(tmp_path / "micro")
+    runs = tmp_path / "runs"
+    env = {**os.environ, "AGENTRL_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    monkeypatch.setenv("AGENTRL_CACHE", env["AGENTRL_CACHE"])
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = [f"model.name={model}", f"run_root={runs}", *MICRO_OVERRIDES, "name=nodes", "steps=2"]
+    procs = []
+    for node in (0, 1):
+        launch = ["--nproc-per-node", "1", "--nnodes", "2", "--node-rank", str(node)]
+        launch += ["--rdzv-endpoint", f"127.0.0.1:{port}"]
+        out = open(tmp_path / f"node{node}.log", "wb")  # noqa: SIM115  (closed below)
+        cmd = [sys.executable, "-m", "agentrl.cli", "train", *launch, *base]
+        procs.append((subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT), out))
+    for node, (proc, out) in enumerate(procs):
+        try:
+            rc = proc.wait(timeout=600)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            out.close()
+        assert rc == 0, (tmp_path / f"node{node}.log").read_text()[-4000:]
+    nodes = _rows(runs / "nodes")
+    assert [r["step"] for r in nodes] == [1, 2]
+
+    Trainer(micro_config(model, runs, steps=1, name="one")).run()
+    one = _rows(runs / "one")
+    for key in ("learner/kl", "learner/grad_norm", "learner/entropy"):
+        assert nodes[0][key] == pytest.approx(one[0][key], rel=1e-4), key
+    assert nodes[0]["learner/loss"] == pytest.approx(one[0]["learner/loss"], abs=1e-6)
