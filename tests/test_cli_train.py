@@ -180,3 +180,17 @@ def test_eval_of_a_run_uses_the_runs_own_env_and_lengths(
     assert "env: agentrl/Calculator-v0 (the run's), max_new_tokens 7" in out
     ckpt = next((runs / "r" / "checkpoints").glob("step_*"))
     assert run_config(ckpt)["env"]["max_turns"] == 2  # found from a checkpoint folder too
+
+
+def test_the_command_exits_2_with_one_line_on_stderr_for_a_user_error() -> None:
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "agentrl.cli", "train", "steps=-1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "agentrl train: steps: must be an integer >= 0, got -1"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import sys
 
 # subcommand -> (module, help). Each module defines `add_arguments(parser)` and `run(args) -> int`.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,3 +50,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     return int(importlib.import_module(args._module).run(args) or 0)
+
+
+def console_main(argv: list[str] | None = None) -> int:
+    """The `agentrl` command: a user error (a `SystemExit` carrying its one-line message) goes to
+    stderr and exits 2, as argparse's usage errors do; a clean run exits 0."""
+    try:
+        return main(argv)
+    except SystemExit as e:
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            return 2
+        raise

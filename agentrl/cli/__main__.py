@@ -2,6 +2,6 @@
 
 import sys
 
-from agentrl.cli import main
+from agentrl.cli import console_main
 
-sys.exit(main())
+sys.exit(console_main())
