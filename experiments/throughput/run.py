@@ -261,6 +261,13 @@ def measure(run_dir: Path) -> dict[str, Any]:
         if (calls := [t["tool_s"] for r in ro for t in r["turns"] if t.get("tool_calls")])
         else float("nan"),
         "reward_mean": float(np.mean([r.get("reward", 0.0) for r in ro])),
+        # of the tool time, the share queued behind the tool's concurrency cap (None: not recorded)
+        "tool_wait_share": (
+            sum(t["tool_wait_s"] for r in ro for t in r["turns"])
+            / max(sum(t["tool_s"] for r in ro for t in r["turns"]), 1e-12)
+            if all("tool_wait_s" in t for r in ro for t in r["turns"])
+            else None
+        ),
         "learner_side_s": float(
             np.mean([r["time/step_s"] - r.get("rollout/assembly_s", 0.0) for r in steady])
         ),
@@ -396,8 +403,10 @@ def main(argv: list[str] | None = None) -> int:
                 a.run_timeout,
             )
         cal = calibration(cal_dir, traces=None if env["latency"] else a.out)
-        if not env["latency"]:
-            cal["sandbox_alone"] = sandbox_alone()
+        if not env["latency"]:  # measured once, with the calibration run
+            old = a.out / "calibration.json"
+            prev = json.loads(old.read_text()).get("sandbox_alone") if old.is_file() else None
+            cal["sandbox_alone"] = prev or sandbox_alone()
         (a.out / "calibration.json").write_text(json.dumps(cal, indent=1))
         for rep in range(a.repeats):
             for arm in arms:
@@ -449,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
                         "pooled_trajectories_per_s": wi["scenarios"][0]["pooled_trajectories_per_s"],
                         "time_per_step_s": wi["scenarios"][0]["time_per_step_s"],
                         "server": wi["server"],
+                        "tool_capacity": wi.get("tool_capacity"),
                         "measured_by_whatif": wi["measured"]["trajectories_per_s"],
                     },
                 }
