@@ -135,3 +135,33 @@ def test_misses_and_arm_rows() -> None:
     assert list(rows) == ["spo-sync"] and rows["spo-sync"]["n"] == 2
     assert rows["spo-sync"]["measured"][0] == pytest.approx(1.5)
     assert rows["spo-sync"]["err_declared"] == pytest.approx([0.3, 0.05])
+
+
+def test_what_ifs_are_checked_against_the_arms_that_ran(tmp_path: Path) -> None:
+    report = load("report")
+
+    def rec(arm: str, rep: int, meas: float) -> dict[str, object]:
+        return {
+            "arm": arm,
+            "repeat": rep,
+            "measured": {
+                "trajectories_per_s": meas,
+                "time_per_step_s": 16 / meas,
+                "server_idle_share": 0.5,
+                "learner_idle_share": 0.5,
+            },
+            "from_run": {"pooled_trajectories_per_s": meas},
+            "declared": {"pooled_trajectories_per_s": meas},
+        }
+
+    recs = [rec("spo-sync", 0, 2.0), rec("spo-async", 0, 3.0), rec("spo-async", 1, 3.0)]
+    # the what-ifs come from the record, or else from the run's stored what-if JSON
+    recs[0]["from_run"]["scenarios"] = {"async, staleness <= 1 (was sync)": 3.3}
+    lines = report.cross_lines(report.arm_rows(recs), recs, tmp_path)
+    assert any("'async, staleness <= 1 (was sync)'" in x and "+10.0%" in x for x in lines)
+    del recs[0]["from_run"]["scenarios"]
+    scen = [{"scenario": "async, staleness <= 1 (was sync)", "pooled_trajectories_per_s": 2.7}]
+    (tmp_path / "spo-sync-r0-what-if.json").write_text(json.dumps({"scenarios": scen}))
+    lines = report.cross_lines(report.arm_rows(recs), recs, tmp_path)
+    assert any("-10.0%" in x for x in lines)
+    assert report.cross_lines(report.arm_rows(recs[:1]), recs[:1], tmp_path) == []
