@@ -376,8 +376,9 @@ def cross_lines(rows: dict[str, dict[str, Any]], recs: list[dict[str, Any]], res
     if not L:
         return []
     note = []
-    sync = [r["measured"]["learner_side_s"] for r in recs if r["arm"] == "spo-sync"]
-    asyn = [r["measured"]["learner_side_s"] for r in recs if r["arm"] == "spo-async"]
+    sync = [r["measured"].get("learner_side_s") for r in recs if r["arm"] == "spo-sync"]
+    asyn = [r["measured"].get("learner_side_s") for r in recs if r["arm"] == "spo-async"]
+    sync, asyn = [x for x in sync if x is not None], [x for x in asyn if x is not None]
     pa = [
         x for x in (scenario_preds(r, results).get(CROSS[0][1]) for r in recs if r["arm"] == "spo-sync") if x
     ]

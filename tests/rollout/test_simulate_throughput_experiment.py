@@ -165,3 +165,9 @@ def test_what_ifs_are_checked_against_the_arms_that_ran(tmp_path: Path) -> None:
     lines = report.cross_lines(report.arm_rows(recs), recs, tmp_path)
     assert any("-10.0%" in x for x in lines)
     assert report.cross_lines(report.arm_rows(recs[:1]), recs[:1], tmp_path) == []
+    # a what-if off by more than 10% with slower async learners says so, with the measured seconds
+    for r, x in zip(recs, (2.0, 4.0, 4.0), strict=True):
+        r["measured"]["learner_side_s"] = x
+    recs[0]["from_run"]["scenarios"] = {"async, staleness <= 1 (was sync)": 3.6}
+    lines = report.cross_lines(report.arm_rows(recs), recs, tmp_path)
+    assert any("replays their learner side (2.00 s" in x and "measured 4.00 s" in x for x in lines)
