@@ -568,6 +568,93 @@ def arm_errs(rows: dict[str, dict[str, Any]], which: str) -> str:
     return ", ".join(f"{arm} {100 * err(r[which][0], r['measured'][0]):+.1f}%" for arm, r in rows.items())
 
 
+def blind_slots(rec: dict[str, Any], results: Path, scenario: str) -> float | None:
+    """The run's slot what-if with its tool time replayed as measured (its `tool_wait_s` dropped, as
+    `--from-run` did before it modelled the tool's queue); cached in the record."""
+    import dataclasses
+
+    from agentrl.whatif import read_run, what_if
+
+    key = f"blind: {scenario}"
+    if key in rec["from_run"]:
+        return rec["from_run"][key]
+    run_dir = ROOT / rel(results / "runs" / f"{rec['arm']}-r{rec['repeat']}")
+    if not run_dir.is_dir():
+        return None
+    t = read_run(run_dir)
+    t = dataclasses.replace(t, episodes=tuple(dataclasses.replace(e, tool_wait_s=()) for e in t.episodes))
+    wi = what_if(t, seeds=30)
+    rec["from_run"][key] = next(
+        x["pooled_trajectories_per_s"] for x in wi["scenarios"] if x["scenario"] == scenario
+    )
+    (results / f"{rec['arm']}-r{rec['repeat']}.json").write_text(json.dumps(rec, indent=1))
+    return rec["from_run"][key]
+
+
+def slots_lines(b: dict[str, Any]) -> list[str]:
+    """Real runs with other slot counts (`run.py --slots N`, in `slotsN/`) against the slot what-if of
+    the study's runs, with the tool's queue modelled and with its tool time replayed as measured."""
+    from run import SLOTS
+
+    L: list[str] = []
+    for d in sorted(b["results"].glob("slots*")):
+        recs = load(d, False, 30) if d.is_dir() else []
+        if not recs:
+            continue
+        n = int(d.name[len("slots") :])
+        scenario = f"2x slots ({n})" if n == 2 * SLOTS else None
+        for arm in sorted({r["arm"] for r in recs}):
+            meas = t_interval([r["measured"]["trajectories_per_s"] for r in recs if r["arm"] == arm])
+            src = [r for r in b["recs"] if r["arm"] == arm]
+            L += [
+                "",
+                f"### {n} slots, measured: checking the slot what-if ({arm})",
+                "",
+                f"{sum(r['arm'] == arm for r in recs)} more {arm} runs with {n} slots (`run.py --env python_math "
+                f"--slots {n} --arms {arm}`, same calibration and model), measured {ci(meas)} traj/s, against "
+                f"{SLOTS} slots' {ci(b['rows'][arm]['measured'])}.",
+                "",
+            ]
+            if scenario is None:
+                continue
+            rows = []
+            for r in src:
+                q = scenario_preds(r, b["results"]).get(scenario)
+                queued_cap = r["from_run"].get("tool_capacity")
+                blind = blind_slots(r, b["results"], scenario) if queued_cap else q
+                if q is None:
+                    continue
+                rows.append((r, q if queued_cap else None, blind))
+            if not rows:
+                continue
+            L += [
+                f"| {SLOTS}-slot run | '{scenario}', tool queue modelled | error | tool time replayed as measured | error |",
+                "|---|---|---|---|---|",
+            ]
+            for r, q, blind in rows:
+                L.append(
+                    f"| {r['arm']}-r{r['repeat']} | "
+                    + (
+                        "n/a (no `tool_wait_s`) | | "
+                        if q is None
+                        else f"{q:.3f} | {100 * err(q, meas[0]):+.1f}% | "
+                    )
+                    + f"{blind:.3f} | {100 * err(blind, meas[0]):+.1f}% |"
+                )
+            qs = [q for _, q, _ in rows if q is not None]
+            bl = [x for r, q, x in rows if q is not None]
+            if qs:
+                L += [
+                    "",
+                    f"On the runs that recorded the queue, the what-if with the tool's queue modelled says "
+                    f"{np.mean(qs):.3f} traj/s ({100 * err(float(np.mean(qs)), meas[0]):+.1f}% against the {n}-slot "
+                    f"runs); replaying their tool time as measured, as `--from-run` did before, says {np.mean(bl):.3f} "
+                    f"({100 * err(float(np.mean(bl)), meas[0]):+.1f}%).",
+                ]
+            L += ["", *tables(arm_rows(recs), recs, extra="tool")[-2 - len(recs) :]]
+    return L
+
+
 def python_math_block(b: dict[str, Any]) -> list[str]:
     """The sandbox env's block: setup, tables, where the planner is within 10% and why not, ratios."""
     rows, recs, cal = b["rows"], b["recs"], b["cal"]
@@ -631,6 +718,7 @@ def python_math_block(b: dict[str, Any]) -> list[str]:
         *attribution_lines(recs, b["results"]),
         *why_declared(recs, cal, b["results"]),
         *cross_lines(rows, recs, b["results"]),
+        *slots_lines(b),
         *ratios(rows, recs, b["sim"]),
     ]
     return L

@@ -73,6 +73,7 @@ ENVS: dict[str, dict[str, Any]] = {
         "out": HERE / "results" / "python_math",
     },
 }
+SLOTS = 8  # the study's slot count; other counts check the planner's slot what-ifs
 ARMS: dict[str, dict[str, Any]] = {
     "spo-sync": {"algo": "spo", "regime": "sync"},
     "spo-async": {"algo": "spo", "regime": "async"},
@@ -365,7 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--group-size", type=int, default=4)
-    p.add_argument("--slots", type=int, default=8)
+    p.add_argument(
+        "--slots",
+        type=int,
+        default=SLOTS,
+        help=f"other than {SLOTS}: runs go to <out>/slotsN, same calibration",
+    )
     p.add_argument("--max-turns", type=int, default=3)
     p.add_argument("--max-new-tokens", type=int, help="per turn (default: 32 calculator, 160 python_math)")
     p.add_argument("--sim-seeds", type=int, default=30)
@@ -376,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     env = ENVS[a.env]
     a.max_new_tokens = a.max_new_tokens or env["max_new_tokens"]
-    a.out = a.out or env["out"]
+    base = a.out or env["out"]  # the model, the calibration run and the declared traces live here
+    a.out = base if a.slots == SLOTS else base / f"slots{a.slots}"
     arms = [x.strip() for x in a.arms.split(",") if x.strip()]
     bad = [x for x in arms if x not in ARMS]
     if bad:
@@ -384,30 +391,32 @@ def main(argv: list[str] | None = None) -> int:
     a.out.mkdir(parents=True, exist_ok=True)
     run_root = a.out / "runs"
     log = a.out / "log.txt"
+    cal_dir = base / "runs" / "calibration"
+    if a.slots != SLOTS and not (cal_dir / "rollouts.jsonl").is_file():
+        p.error(f"--slots {a.slots}: run the {SLOTS}-slot study first (it makes the calibration run)")
     from agentrl.models import model_path
 
     model: Path | str = "tiny"
     served = model_path("tiny")
     if env["model"] == "sft":
-        model = served = sft_model(a.out, log, 3600)
+        model = served = sft_model(base, log, 3600)
     server = contextlib.nullcontext(a.endpoint) if a.endpoint else vllm_server(served, a.out / "vllm.log")
     settings = ("env", "steps", "batch_size", "group_size", "slots", "max_turns", "max_new_tokens")
     with server as url:
-        cal_dir = run_root / "calibration"
         if not (cal_dir / "rollouts.jsonl").is_file():
             agentrl(
                 train_args(
-                    "spo-sync", url=url, name="calibration", run_root=run_root, seed=99, a=a, model=model
+                    "spo-sync", url=url, name="calibration", run_root=base / "runs", seed=99, a=a, model=model
                 ),
                 log,
                 a.run_timeout,
             )
-        cal = calibration(cal_dir, traces=None if env["latency"] else a.out)
+        cal = calibration(cal_dir, traces=None if env["latency"] else base)
         if not env["latency"]:  # measured once, with the calibration run
-            old = a.out / "calibration.json"
+            old = base / "calibration.json"
             prev = json.loads(old.read_text()).get("sandbox_alone") if old.is_file() else None
             cal["sandbox_alone"] = prev or sandbox_alone()
-        (a.out / "calibration.json").write_text(json.dumps(cal, indent=1))
+        (base / "calibration.json").write_text(json.dumps(cal, indent=1))
         for rep in range(a.repeats):
             for arm in arms:
                 name = f"{arm}-r{rep}"
