@@ -171,3 +171,44 @@ def test_what_ifs_are_checked_against_the_arms_that_ran(tmp_path: Path) -> None:
     recs[0]["from_run"]["scenarios"] = {"async, staleness <= 1 (was sync)": 3.6}
     lines = report.cross_lines(report.arm_rows(recs), recs, tmp_path)
     assert any("replays their learner side (2.00 s" in x and "measured 4.00 s" in x for x in lines)
+
+
+def test_slot_runs_check_the_slot_what_if(tmp_path: Path) -> None:
+    report = load("report")
+
+    def rec(rep: int, meas: float, **from_run: object) -> dict[str, object]:
+        return {
+            "arm": "spo-sync",
+            "repeat": rep,
+            "settings": {"slots": 16},
+            "measured": {
+                "trajectories_per_s": meas,
+                "time_per_step_s": 16 / meas,
+                "server_idle_share": 0.5,
+                "learner_idle_share": 0.5,
+                "gen_s_per_turn": 0.3,
+                "learner_side_s": 3.0,
+                "tool_s_per_turn": 0.5,
+                "tool_wait_share": 0.4,
+            },
+            "from_run": {
+                "pooled_trajectories_per_s": meas,
+                "server": {"request_s": 0.01, "token_s": 0.002, "r2": 0.5},
+                **from_run,
+            },
+            "declared": {"pooled_trajectories_per_s": meas},
+        }
+
+    (tmp_path / "slots16").mkdir()
+    for i, m in enumerate((2.0, 2.2)):
+        (tmp_path / "slots16" / f"spo-sync-r{i}.json").write_text(json.dumps(rec(i, m)))
+    src = [
+        rec(0, 1.9, scenarios={"2x slots (16)": 2.0}),  # recorded before tool_wait_s: replayed as measured
+        rec(1, 2.0, scenarios={"2x slots (16)": 2.2}, tool_capacity=4, **{"blind: 2x slots (16)": 2.52}),
+    ]
+    b = {"results": tmp_path, "recs": src, "rows": report.arm_rows(src)}
+    text = "\n".join(report.slots_lines(b))
+    assert "measured 2.100 [" in text
+    assert "| spo-sync-r0 | n/a (no `tool_wait_s`) | | 2.000 | -4.8% |" in text
+    assert "| spo-sync-r1 | 2.200 | +4.8% | 2.520 | +20.0% |" in text
+    assert "says 2.200 traj/s (+4.8% against the 16-slot runs)" in text and "says 2.520 (+20.0%)" in text
