@@ -850,6 +850,14 @@ def main(argv: list[str] | None = None) -> int:
             f"--repeats {1 + max(r['repeat'] for r in b['recs'])} --steps {b['recs'][0]['settings']['steps']}`"
             for env, b in blocks.items()
         )
+        + "".join(
+            f" and `python experiments/throughput/run.py --env {env} --slots {d.name[len('slots') :]} --arms "
+            f"{','.join(sorted({json.loads(x.read_text())['arm'] for x in d.glob('*-r[0-9]*.json') if not x.name.endswith('-what-if.json')}))} "
+            f"--repeats {len([x for x in d.glob('*-r[0-9]*.json') if not x.name.endswith('-what-if.json')])}`"
+            for env, b in blocks.items()
+            for d in sorted(b["results"].glob("slots*"))
+            if d.is_dir() and any(d.glob("*-r[0-9]*.json"))
+        )
         + " (about 90 s per run "
         "including start-up; the second builds the warm-started model first), then "
         f"`python experiments/throughput/report.py{' --no-recompute' if a.no_recompute else ''}` (run from the "
