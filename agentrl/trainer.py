@@ -777,6 +777,7 @@ def _write_rollouts(f: Any, step: int, trajs: Sequence[Trajectory]) -> None:
                     "n_model_tokens": u.n_model_tokens,
                     "n_env_tokens": u.n_env_tokens,
                     "tool_calls": u.tool_calls,
+                    "tool_wait_s": u.tool_wait_s,
                 }
                 for u in t.turns
             ],

@@ -67,6 +67,7 @@ class Turn:
     n_env_tokens: int = 0
     tool_calls: int = 0
     gen_at: float = 0.0  # loop time the generation request was sent (the clock of `Trajectory.started_at`)
+    tool_wait_s: float = 0.0  # of tool_s: the longest a call of this turn queued behind its tool's cap
 
 
 @dataclass(slots=True)

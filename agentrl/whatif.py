@@ -4,7 +4,8 @@
 
 - `config.yaml`: the run's `TrainConfig` (algorithm, batch and group size, slots, regime, staleness);
 - `rollouts.jsonl`: one row per consumed trajectory, with `started_at`, `finished_at` and per turn
-  `gen_at` (when the request was sent), `gen_s`, `tool_s` and `n_model_tokens`;
+  `gen_at` (when the request was sent), `gen_s`, `tool_s`, `n_model_tokens`, `tool_calls` and
+  `tool_wait_s` (the part of `tool_s` a call spent queued behind its tool's concurrency cap);
 - `metrics.jsonl`: one row per step, with `time/step_s`, `time/learner_s`, `time/sync_s`,
   `rollout/assembly_s` and the measured `rollout/trajectories_per_s` and `rollout/slot_utilisation`.
 
@@ -27,6 +28,11 @@ step that is not waiting for the batch: update, weight sync, logging). It first 
 run's own throughput, then answers what-ifs: the other algorithm, twice the slots, twice the
 inference servers (two replicas of the fitted server, requests to the less loaded one) and
 another staleness bound.
+
+A tool with a concurrency cap (the Python sandbox runs at most a few programs at once) is a shared
+server too: when the run recorded calls queueing behind it, the replay sends each tool call's own
+run time (`tool_s - tool_wait_s`) through a queue of that many places, the cap read off the run
+(`tool_capacity`), so a what-if with more slots queues more, as the real tool would.
 """
 
 from __future__ import annotations
@@ -60,6 +66,10 @@ class EpisodeRecord:
     gen_s: tuple[float, ...]
     tool_s: tuple[float, ...]
     gen_at: tuple[float, ...]  # when each turn's request was sent (reconstructed for older runs)
+    tool_calls: tuple[int, ...] = ()  # per turn (empty: not recorded)
+    tool_wait_s: tuple[
+        float, ...
+    ] = ()  # per turn, of tool_s: queued behind the tool's cap (empty: not recorded)
 
     @property
     def duration(self) -> float:
@@ -155,7 +165,7 @@ def _episode(rec: dict[str, Any], where: str) -> EpisodeRecord:
     ts = rec.get("turns")
     if not isinstance(ts, list) or not ts:
         raise ValueError(f"{where}: field 'turns' missing or empty")
-    tokens, gen, tool, at = [], [], [], []
+    tokens, gen, tool, at, calls, waits = [], [], [], [], [], []
     clock = t0
     for i, t in enumerate(ts):
         w = f"{where}: turns[{i}]"
@@ -169,10 +179,18 @@ def _episode(rec: dict[str, Any], where: str) -> EpisodeRecord:
             raise ValueError(f"{w}: field 'n_model_tokens' is not a count: {n!r}")
         # runs recorded before `gen_at` existed: the turns follow each other from the start
         a = _num(t, "gen_at", w) if "gen_at" in t else clock
+        c = t.get("tool_calls", 0)
+        if isinstance(c, bool) or not isinstance(c, int | float) or c < 0:
+            raise ValueError(f"{w}: field 'tool_calls' is not a count: {c!r}")
+        wi = _num(t, "tool_wait_s", w) if "tool_wait_s" in t else 0.0
+        if wi < 0:
+            raise ValueError(f"{w}: field 'tool_wait_s' must be >= 0, got {wi}")
         tokens.append(int(n))
         gen.append(gi)
         tool.append(xi)
         at.append(a)
+        calls.append(int(c))
+        waits.append(min(wi, xi))
         clock = a + gi + xi
     return EpisodeRecord(
         step=int(_num(rec, "step", where)),
@@ -183,6 +201,8 @@ def _episode(rec: dict[str, Any], where: str) -> EpisodeRecord:
         gen_s=tuple(gen),
         tool_s=tuple(tool),
         gen_at=tuple(at),
+        tool_calls=tuple(calls),
+        tool_wait_s=tuple(waits),
     )
 
 
@@ -246,6 +266,38 @@ def read_run(run_dir: str | Path) -> RunTimings:
         queue_wait_mean=tuple(qw),
         trajectories_per_step=tuple(per_step[k] for k in sorted(per_step)),
     )
+
+
+def tool_capacity(t: RunTimings) -> int | None:
+    """How many tool calls the run's tools served at once, read off the turns that queued for them:
+    the time-weighted median number of calls running while some call waited (None: no call waited,
+    so the tool times are replayed as measured)."""
+    runs, waits = [], []
+    for e in t.episodes:
+        for a, g, x, c, w in zip(e.gen_at, e.gen_s, e.tool_s, e.tool_calls, e.tool_wait_s, strict=False):
+            if c <= 0:
+                continue
+            s0 = a + g  # the env step starts when the generation is back
+            runs.append((s0 + w, s0 + x))
+            if w > 1e-3:
+                waits.append((s0, s0 + w))
+    if not waits:
+        return None
+    edges = np.unique(np.array([x for iv in runs + waits for x in iv]))
+    mids = (edges[:-1] + edges[1:]) / 2
+    running = np.zeros(mids.size)
+    waiting = np.zeros(mids.size, bool)
+    for s0, s1 in runs:
+        running += (mids >= s0) & (mids < s1)
+    for s0, s1 in waits:
+        waiting |= (mids >= s0) & (mids < s1)
+    dt = np.diff(edges)[waiting]
+    if dt.sum() <= 0:
+        return None
+    order = np.argsort(running[waiting])
+    cum = np.cumsum(dt[order])
+    cap = float(running[waiting][order][np.searchsorted(cum, cum[-1] / 2)])
+    return max(1, round(cap))
 
 
 # ---- the inference server: fitted from the run, replayed in virtual time --------------------------
@@ -439,8 +491,12 @@ class ReplayRunner:
     through a shared `GenerationServer`; after each learner update the server takes the speed of a
     resampled measured step."""
 
-    def __init__(self, t: RunTimings, fit: ServerFit, *, seed: int, replicas: int = 1) -> None:
+    def __init__(
+        self, t: RunTimings, fit: ServerFit, *, seed: int, replicas: int = 1, tool_capacity: int | None = None
+    ) -> None:
         self.episodes = t.episodes
+        # a capped tool: each call's own run time through a queue of `tool_capacity` places
+        self.tool_queue = asyncio.Semaphore(tool_capacity) if tool_capacity else None
         self.scales = fit.turn_scale
         self.offsets = np.concatenate([[0], np.cumsum([len(e.tokens) for e in t.episodes])]).tolist()
         self.server = GenerationServer(fit, replicas)
@@ -471,13 +527,22 @@ class ReplayRunner:
         scales = self.scales[self.offsets[i] : self.offsets[i + 1]] or (1.0,) * len(e.tokens)
         loop = asyncio.get_running_loop()
         gap = e.between_s / len(e.tokens)
+        calls = e.tool_calls or (0,) * len(e.tokens)
+        waits = e.tool_wait_s or (0.0,) * len(e.tokens)
         turns = []
-        for tokens, tool, sc in zip(e.tokens, e.tool_s, scales, strict=True):
+        for tokens, tool, sc, c, w in zip(e.tokens, e.tool_s, scales, calls, waits, strict=True):
             t0 = loop.time()
             await self.server.generate(tokens, sc)
             g = loop.time() - t0
-            await asyncio.sleep(tool + gap)
-            turns.append(Turn(g, tool, tokens, 0, 1, t0))
+            t1 = loop.time()
+            if self.tool_queue is not None and c > 0:
+                async with self.tool_queue:
+                    await asyncio.sleep(tool - w)
+            else:
+                await asyncio.sleep(tool)
+            x = loop.time() - t1
+            await asyncio.sleep(gap)
+            turns.append(Turn(g, x, tokens, 0, c, t0, max(0.0, x - (tool - w))))
         return Trajectory(prompt_id, reward=e.reward, policy_version=policy_version, turns=turns)
 
 
@@ -515,6 +580,9 @@ def measured_figures(t: RunTimings) -> dict[str, Any]:
     step_s = np.asarray(t.step_s)[steady]
     n_traj = np.asarray(t.trajectories_per_step[: len(t.step_s)], dtype=float)[steady]
     ep = np.asarray(t.episode_s)
+    tool_s = sum(sum(e.tool_s) for e in t.episodes)
+    wait_s = sum(sum(e.tool_wait_s) for e in t.episodes)
+    recorded = any(e.tool_wait_s for e in t.episodes)
     return {
         "steps": len(t.step_s),
         "time_per_step_s": float(step_s.mean()),
@@ -531,6 +599,8 @@ def measured_figures(t: RunTimings) -> dict[str, Any]:
             "p95": float(np.percentile(ep, 95)),
         },
         "generation_share": float(np.sum(t.gen_s) / max(float(ep.sum()), 1e-12)),
+        # of the tool time, the share queued behind a tool's concurrency cap (None: not recorded)
+        "tool_wait_share": wait_s / tool_s if recorded and tool_s > 0 else (0.0 if recorded else None),
         "learner_s_mean": float(np.mean(np.asarray(t.learner_side_s)[steady])),
     }
 
@@ -545,6 +615,7 @@ def what_if(t: RunTimings, *, seeds: int = 30, batches: int | None = None, seed0
     side = t.learner_side_s
     learner = Empirical(side[1:] if len(side) > 1 else side, source="learner side per step")
     fit = fit_server(t)
+    cap = tool_capacity(t)
     measured = measured_figures(t)
     placeholder = EpisodeProfile(duration=Empirical(t.episode_s, source=str(t.run_dir)))
     rows = []
@@ -565,7 +636,7 @@ def what_if(t: RunTimings, *, seeds: int = 30, batches: int | None = None, seed0
             preset,
             seeds,
             seed0=seed0,
-            runner_factory=lambda s, r=replicas: ReplayRunner(t, fit, seed=s, replicas=r),
+            runner_factory=lambda s, r=replicas: ReplayRunner(t, fit, seed=s, replicas=r, tool_capacity=cap),
         )
         a = res["arms"]["arm"]
         tpb = a["time_per_batch"]
@@ -602,6 +673,7 @@ def what_if(t: RunTimings, *, seeds: int = 30, batches: int | None = None, seed0
         "batches": nb,
         "warmup": warm,
         "server": fit.as_dict(),
+        "tool_capacity": cap,
         "measured": measured,
         "prediction_error": pred / measured["trajectories_per_s"] - 1.0,
         "scenarios": rows,
@@ -627,6 +699,14 @@ def format_what_if(res: dict[str, Any]) -> str:
         f"n_tokens x ({1000 * sv['token_s']:.2f} + {1000 * sv['token_per_req_s']:.3f} x in-flight) ms "
         f"(R2 {sv['r2']:.2f}, {sv['mean_in_flight']:.1f} in flight on average; per-step speed median "
         f"{sv['step_speed']['median']:.2f}, max {sv['step_speed']['max']:.2f})",
+        *(
+            [
+                f"  tools: {100 * m['tool_wait_share']:.0f}% of the tool time queued behind a cap of "
+                f"{res['tool_capacity']} calls at once; replayed through a queue of {res['tool_capacity']} places"
+            ]
+            if res.get("tool_capacity")
+            else []
+        ),
         f"  {res['seeds']} seeds x {res['batches']} batches per scenario (figures over batches {res['warmup'] + 1}-{res['batches']})",
         "",
         f"  {'scenario':<40} {'time/step s: median [5%, 95%]':<31} {'traj/s':>8} {'slot util':>9} {'wasted':>6} {'speedup':>7}",
@@ -661,5 +741,6 @@ __all__ = [
     "measured_figures",
     "read_run",
     "scenarios",
+    "tool_capacity",
     "what_if",
 ]

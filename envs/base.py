@@ -331,7 +331,13 @@ class ToolEnv(gymnasium.Env[str, str]):
         self.messages.extend(new)
         info["messages"] = new
         info["tool_results"] = [
-            {"name": r.name, "ok": r.ok, "error_kind": r.error_kind, "content": m["content"]}
+            {
+                "name": r.name,
+                "ok": r.ok,
+                "error_kind": r.error_kind,
+                "content": m["content"],
+                "wait_s": r.wait_s,
+            }
             for r, m in zip(results, new, strict=False)
         ]
         info["latency"] = {"step": step_delay, "tools": tool_delays}

@@ -63,6 +63,7 @@ class ToolResult:
         None  # malformed | unknown_tool | bad_arguments | timeout | exception | rate_limited
     )
     latency_s: float = 0.0
+    wait_s: float = 0.0  # of latency_s: queued behind the tool's concurrency cap or rate limit
 
 
 def format_tool_call(name: str, arguments: Mapping[str, Any]) -> str:
@@ -351,9 +352,11 @@ class Tool(abc.ABC):
 
     async def __call__(self, arguments: Mapping[str, Any]) -> ToolResult:
         start = time.perf_counter()
+        admitted: float | None = None  # when the call got past the concurrency cap and the rate limit
 
         def result(content: str, kind: str | None = None) -> ToolResult:
-            return ToolResult(self.name, content, kind is None, kind, time.perf_counter() - start)
+            wait = 0.0 if admitted is None else admitted - start
+            return ToolResult(self.name, content, kind is None, kind, time.perf_counter() - start, wait)
 
         try:
             if not isinstance(arguments, Mapping):
@@ -372,6 +375,7 @@ class Tool(abc.ABC):
             async with sem:
                 if throttler is not None:
                     await throttler.acquire()
+                admitted = time.perf_counter()
                 async with asyncio.timeout(self.timeout):
                     content = await self.run(**arguments)
             return result(content if isinstance(content, str) else str(content))

@@ -212,6 +212,9 @@ async def run_episode(
         turn.tool_s = loop.time() - t1
         results = step_info.get("tool_results") or ()
         turn.tool_calls = len(results)
+        turn.tool_wait_s = max(
+            (float(r.get("wait_s") or 0.0) for r in results if isinstance(r, dict)), default=0.0
+        )
         errors = sum(1 for r in results if isinstance(r, dict) and not r.get("ok", True))
         if errors:
             traj.info["tool_errors"] = traj.info.get("tool_errors", 0) + errors

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import pytest
@@ -16,7 +17,15 @@ from agentrl.rollout.clock import run_virtual
 from agentrl.rollout.scheduler import RolloutScheduler, SchedulerConfig
 from agentrl.rollout.simulated import EpisodeProfile, SeededPromptSampler, SimulatedRunner
 from agentrl.types import Trajectory, Turn
-from agentrl.whatif import GenerationServer, ServerFit, fit_server, in_flight, read_run, what_if
+from agentrl.whatif import (
+    GenerationServer,
+    ServerFit,
+    fit_server,
+    in_flight,
+    read_run,
+    tool_capacity,
+    what_if,
+)
 
 
 def make_run(run_dir: Path, *, algo: str = "spo", regime: str = "sync", steps: int = 12) -> dict[str, float]:
@@ -296,9 +305,146 @@ def test_rollouts_rows_record_when_each_request_was_sent(tmp_path: Path) -> None
         prompt_len=7,
         started_at=10.0,
         finished_at=12.0,
-        turns=[Turn(0.5, 0.25, 3, 2, 1, 10.1)],
+        turns=[Turn(0.5, 0.25, 3, 2, 1, 10.1, 0.125)],
     )
     with open(tmp_path / "rollouts.jsonl", "w") as f:
         _write_rollouts(f, 1, [traj])
     row = json.loads((tmp_path / "rollouts.jsonl").read_text())
     assert row["prompt_len"] == 7 and row["turns"][0]["gen_at"] == 10.1 and row["turns"][0]["gen_s"] == 0.5
+    assert row["turns"][0]["tool_wait_s"] == 0.125 and row["turns"][0]["tool_calls"] == 1
+
+
+def test_an_env_step_reports_how_long_its_tool_calls_queued() -> None:
+    import gymnasium as gym
+
+    from agentrl.tools import format_tool_call
+
+    env = gym.make("agentrl/Calculator-v0").unwrapped
+    env.reset(seed=0)
+    _, _, _, _, info = env.step(format_tool_call("calculator", {"expression": "1+2"}))
+    (res,) = info["tool_results"]
+    assert res["ok"] and 0.0 <= res["wait_s"] < 1.0
+
+
+def make_capped_tool_run(run_dir: Path, *, slots: int, cap: int = 4, steps: int = 8) -> float:
+    """A sync SPO run whose tool serves at most `cap` calls at once (as the Python sandbox does),
+    recorded as the trainer records it (`tool_calls`, `tool_wait_s`); returns trajectories/s over steps 2+."""
+    B = 16
+    cfg = SchedulerConfig(mode="stream", batch_size=B, max_concurrency=slots, regime="sync", watchdog_s=None)
+    rollouts: list[dict[str, object]] = []
+    metrics: list[dict[str, float]] = []
+    rng = np.random.default_rng(7)
+
+    async def play() -> None:
+        loop = asyncio.get_running_loop()
+        tool = asyncio.Semaphore(cap)
+
+        async def runner(prompt_id: str, version: int) -> Trajectory:
+            turns = []
+            for i in range(2):  # a tool call, then the answer
+                t0 = loop.time()
+                await asyncio.sleep(0.1)
+                t1 = loop.time()
+                wait = 0.0
+                if i == 0:
+                    async with tool:
+                        wait = loop.time() - t1
+                        await asyncio.sleep(float(rng.lognormal(0.0, 0.3)))
+                turns.append(Turn(0.1, loop.time() - t1, 16, 4, int(i == 0), t0, wait))
+            return Trajectory(prompt_id, policy_version=version, turns=turns)
+
+        async with RolloutScheduler(SeededPromptSampler(500, seed=7), runner, cfg) as sched:
+            t_prev = loop.time()
+            async for batch in sched.batches(steps):
+                await asyncio.sleep(0.5)
+                sched.set_policy_version(sched.policy_version + 1)
+                step = sched.policy_version
+                for t in batch.trajectories:
+                    turns = [
+                        {
+                            "gen_at": u.gen_at,
+                            "gen_s": u.gen_s,
+                            "tool_s": u.tool_s,
+                            "n_model_tokens": u.n_model_tokens,
+                            "tool_calls": u.tool_calls,
+                            "tool_wait_s": u.tool_wait_s,
+                        }
+                        for u in t.turns
+                    ]
+                    rollouts.append(
+                        {
+                            "step": step,
+                            "started_at": t.started_at,
+                            "finished_at": t.finished_at,
+                            "turns": turns,
+                        }
+                    )
+                now = loop.time()
+                metrics.append(
+                    {
+                        "step": step,
+                        "time/step_s": now - t_prev,
+                        "time/learner_s": 0.5,
+                        "rollout/assembly_s": batch.metrics.assembly_s,
+                    }
+                )
+                t_prev = now
+
+    run_virtual(play())
+    run_dir.mkdir(parents=True)
+    config = {
+        "name": run_dir.name,
+        "algo": {"name": "spo"},
+        "rollout": {"batch_size": B, "max_concurrency": slots},
+    }
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in metrics))
+    (run_dir / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rollouts))
+    return B * (steps - 1) / sum(r["time/step_s"] for r in metrics[1:])
+
+
+def test_a_capped_tool_is_replayed_as_a_queue(tmp_path: Path) -> None:
+    import dataclasses
+
+    make_capped_tool_run(tmp_path / "s8", slots=8)
+    doubled = make_capped_tool_run(tmp_path / "s16", slots=16)
+    t = read_run(tmp_path / "s8")
+    assert tool_capacity(t) == 4
+    res = what_if(t, seeds=6)
+    assert res["tool_capacity"] == 4 and res["measured"]["tool_wait_share"] > 0.2
+    assert abs(res["prediction_error"]) < 0.10, res["prediction_error"]
+    by = {s["scenario"]: s["pooled_trajectories_per_s"] for s in res["scenarios"]}
+    # twice the slots queue twice as many calls at the tool: the what-if knows, and predicts the real run
+    assert by["2x slots (16)"] == pytest.approx(doubled, rel=0.10)
+    # replaying the measured tool times as fixed delays (the queueing of 8 slots frozen in) does not
+    blind = dataclasses.replace(t, episodes=tuple(dataclasses.replace(e, tool_wait_s=()) for e in t.episodes))
+    assert tool_capacity(blind) is None
+    by_blind = {s["scenario"]: s["pooled_trajectories_per_s"] for s in what_if(blind, seeds=6)["scenarios"]}
+    assert by_blind["2x slots (16)"] > 1.2 * doubled
+
+
+def test_tool_waits_are_recorded_and_checked(tmp_path: Path) -> None:
+    from agentrl.tools import Tool
+
+    class Slow(Tool):
+        name: ClassVar[str] = "slow"
+        description: ClassVar[str] = "sleeps"
+        parameters: ClassVar[dict[str, object]] = {"type": "object", "properties": {}}
+
+        async def run(self, **arguments: object) -> str:
+            await asyncio.sleep(0.2)
+            return "done"
+
+    async def two_at_once() -> list[float]:
+        tool = Slow(max_concurrency=1)
+        return [r.wait_s for r in await asyncio.gather(tool({}), tool({}))]
+
+    waits = sorted(asyncio.run(two_at_once()))
+    assert waits[0] < 0.05 and 0.15 < waits[1] < 1.0  # the second call queued behind the cap of 1
+    make_capped_tool_run(tmp_path / "r", slots=8, steps=3)
+    ro = tmp_path / "r" / "rollouts.jsonl"
+    rows = [json.loads(x) for x in ro.read_text().splitlines()]
+    rows[1]["turns"][0]["tool_wait_s"] = -1.0
+    ro.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(ValueError, match=r"rollouts.jsonl:2: turns\[0\]: field 'tool_wait_s' must be >= 0"):
+        read_run(tmp_path / "r")
