@@ -704,6 +704,13 @@ def render_markdown(
                 f"{_ci(f['avg'], bounds=UNIT)} | {_ci(f['pass'], bounds=UNIT)} | {_ci(f['maj'], bounds=UNIT)} |"
             )
 
+    trl_env = cfg.get("trl", {}).get("env", "")
+    trl_multi = [r for r in trl["runs"] if str(r.get("mode", "")).startswith("multi-turn")]
+    if trl_multi and trl_env in envs:
+        L.append(
+            f"| {_short(trl_env)} | TRL GRPO (multi-turn, tools; outside reference) | {len(trl_multi)} | – | "
+            f"{_ci(trl['after_avg'], bounds=UNIT)} | {_ci(trl['after_pass'], bounds=UNIT)} | {_ci(trl['after_maj'], bounds=UNIT)} |"
+        )
     refs = res.get("refs", ["spo"])
     L += ["", "### SPO minus each other arm (percentage points, Welch 95% CI, verdict)", ""]
     L.append(f"| comparison | env | avg{ks} | pass{ks} | maj{ks} |")
@@ -718,6 +725,14 @@ def render_markdown(
                     cells.append("–" if not c else f"{_ci(c, 1, 100, sign=True, bounds=None)} {c['verdict']}")
                 label = "**average over envs**" if env == "average" else _short(env)
                 L.append(f"| {_label(ref)} − {_label(other)} | {label} | {' | '.join(cells)} |")
+        if trl_multi and trl_env in envs and res["final"].get(f"{trl_env}|{ref}", {}).get("seeds"):
+            cells = []
+            for m in ("avg", "pass", "maj"):
+                c = diff_ci(
+                    res["final"][f"{trl_env}|{ref}"]["per_seed"][m], [r["after"][m] for r in trl_multi]
+                )
+                cells.append(f"{_ci(c, 1, 100, sign=True, bounds=None)} {verdict(c)}")
+            L.append(f"| {_label(ref)} − TRL GRPO (multi-turn) | {_short(trl_env)} | {' | '.join(cells)} |")
 
     L += ["", "### Diagnostics (per-run mean over training, then mean [95% CI] over seeds)", ""]
     L.append(
@@ -1115,11 +1130,18 @@ def make_plots(
         written.append(out / name)
 
     for xkind, name in (("samples", "curves_samples.png"), ("time", "curves_walltime.png")):
-        fig, axes = plt.subplots(len(envs), 2, figsize=(11, 3.2 * len(envs)), squeeze=False)
+        panels = [("reward_mean", "training reward"), ("eval/success", "held-out avg@k")]
+        k_eval = next((int(r.config.get("eval", {}).get("k", 0)) for r in done), 0)
+        if cfg.get("round", 1) == 2 and k_eval > 1:
+            panels += [
+                (f"eval/pass@{k_eval}", f"held-out pass@{k_eval}"),
+                (f"eval/maj@{k_eval}", f"held-out maj@{k_eval}"),
+            ]
+        fig, axes = plt.subplots(
+            len(envs), len(panels), figsize=(5.5 * len(panels), 3.2 * len(envs)), squeeze=False
+        )
         for i, env in enumerate(envs):
-            for j, (key, title) in enumerate(
-                (("reward_mean", "training reward"), ("eval/success", "held-out avg@k"))
-            ):
+            for j, (key, title) in enumerate(panels):
                 ax = axes[i, j]
                 for arm in arms:
                     rs = groups.get((env, arm), [])

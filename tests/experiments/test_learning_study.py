@@ -563,8 +563,30 @@ def test_round2_report_has_its_own_readme_section(tmp_path: Path) -> None:
     b2, e2 = report.README_MARKERS[2]
     readme = tmp_path / "README.md"
     readme.write_text(f"{report.README_BEGIN}\nround one\n{report.README_END}\n{b2}\nold\n{e2}\n")
-    report.write_report(cfg, study.build_jobs(cfg), out, trl_dir=tmp_path / "none", readme=readme)
+    trl_dir = tmp_path / "trl"
+    trl_dir.mkdir()
+    for seed in (0, 1):
+        res = {
+            "status": "ok",
+            "mode": "multi-turn tools (environment_factory)",
+            "seed": seed,
+            "trl_version": "x",
+            "train_samples": 64,
+            "group_size": 4,
+            "eval_tasks": 4,
+            "eval_k": 4,
+            "before": None,
+            "after": {"avg": 0.2 + 0.01 * seed, "pass": 0.3, "maj": 0.2},
+            "train_seconds": 3.0,
+            "total_seconds": 5.0,
+            "history": [{"step": 1, "frac_reward_zero_std": 0.75}, {"step": 2, "frac_reward_zero_std": 0.5}],
+        }
+        (trl_dir / f"seed{seed}.json").write_text(json.dumps(res))
+    report.write_report(cfg, study.build_jobs(cfg), out, trl_dir=trl_dir, readme=readme)
     text = readme.read_text()
+    assert "TRL GRPO (multi-turn, tools; outside reference) | 2 |" in text
+    assert "SPO (test) − TRL GRPO (multi-turn) | Calculator-v0 | +" in text
+    assert "first step 0.75" in text and "multi-turn with tools" in text
     assert "round one" in text and "old" not in text  # round 1's section is left alone
     assert "SPO (test) − GRPO" in text and "(out/spo_sampling.png)" in text
     assert "### Budget per run" in text and "tokens ÷ GRPO's" in text
