@@ -12,6 +12,7 @@ the verdict is "n/a", never a win.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import platform
@@ -812,7 +813,9 @@ def render_markdown(
             "virtual clock, each arm's own batch shape; the offline pass is one batch that must finish entirely."
         )
 
-    multi = any(str(r.get("mode", "")).startswith("multi-turn") for r in trl["runs"])
+    multi = any(str(r.get("mode", "")).startswith("multi-turn") for r in trl["runs"]) or (
+        cfg.get("trl", {}).get("script") == "trl_multiturn.py"
+    )
     kind = "multi-turn with tools" if multi else "single-turn"
     L += [
         "",
@@ -1032,6 +1035,22 @@ def sampler_weight(values: np.ndarray, eps: float) -> np.ndarray:
     return w / w.sum()
 
 
+def inclusion_probabilities(weights: np.ndarray, n: int, draws: int = 2000, seed: int = 0) -> np.ndarray:
+    """P(prompt in a batch of n drawn without replacement with these weights), by simulation.
+
+    The sampler's own scheme (Efraimidis–Spirakis: the n smallest E/w, E ~ Exp(1)), from a seeded
+    generator. With replacement or n ≥ len(weights) it is n·w/Σw capped at 1.
+    """
+    w = np.asarray(weights, dtype=float)
+    if n >= len(w):
+        return np.ones_like(w)
+    rng = np.random.default_rng(seed)
+    keys = rng.exponential(size=(draws, len(w))) / w
+    chosen = np.argpartition(keys, n - 1, axis=1)[:, :n]
+    counts = np.bincount(chosen.ravel(), minlength=len(w))
+    return counts / draws
+
+
 def spo_sampling_points(run: Run) -> list[dict[str, Any]]:
     """Per prompt and checkpoint window: the tracker value at the window's start, the sampler's
     probability from it, and the share of the window's draws that went to the prompt.
@@ -1073,9 +1092,20 @@ def spo_sampling_points(run: Run) -> list[dict[str, Any]]:
             continue
         pids = sorted(vals)
         probs = sampler_weight(np.array([vals[p] for p in pids]), eps)
-        for p, v, q in zip(pids, (vals[p] for p in pids), probs, strict=True):
+        incl = inclusion_probabilities(probs, run.batch_size) if run.batch_size else probs
+        per_step = run.batch_size or 1
+        for p, v, q, inc in zip(pids, (vals[p] for p in pids), probs, incl, strict=True):
             n = sum(w.get(p, 0) for w in window)
-            points.append({"step": s0, "prompt": p, "value": v, "weight": float(q), "share": n / total})
+            points.append(
+                {
+                    "step": s0,
+                    "prompt": p,
+                    "value": v,
+                    "weight": float(q),
+                    "expected_share": float(inc) / per_step,
+                    "share": n / total,
+                }
+            )
     return points
 
 
@@ -1249,35 +1279,45 @@ def make_plots(
 
     spo_arms = [a for a in arms if any(r.arm == a and r.algo == "spo" for r in done)]
     if cfg.get("round", 1) == 2 and spo_arms:
-        fig, axes = plt.subplots(1, len(spo_arms), figsize=(5.2 * len(spo_arms), 3.8), squeeze=False)
+        fig, axes = plt.subplots(1, len(spo_arms), figsize=(5.6 * len(spo_arms), 3.9), squeeze=False)
+        edges = np.array([0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
         for ax, arm in zip(axes[0], spo_arms, strict=True):
-            pts = [p for r in done if r.arm == arm for p in spo_sampling_points(r)]
+            runs_here = [r for r in done if r.arm == arm]
+            pts = [p for r in runs_here for p in spo_sampling_points(r)]
             if not pts:
                 continue
             n_prompts = len({p["prompt"] for p in pts})
-            steps = np.array([p["step"] for p in pts], dtype=float)
-            sc = ax.scatter(
-                [p["value"] for p in pts],
-                [p["share"] * n_prompts for p in pts],
-                c=steps,
-                cmap="viridis",
-                s=9,
-                alpha=0.6,
-            )
-            eps = float(next(r for r in done if r.arm == arm).config.get("algo", {}).get("sampler_eps", 0.05))
-            v = np.linspace(0, 1, 101)
-            w = np.sqrt(v * (1 - v)) + eps
-            ax.plot(v, w / np.mean([np.sqrt(p["value"] * (1 - p["value"])) + eps for p in pts]), "k-", lw=1.2,
-                    label="sampler: (√(v̂(1−v̂)) + ε), relative to the mean")  # fmt: skip
+            last = max(p["step"] for p in pts)
+            for part, (lo_s, hi_s), ls in (
+                ("first half", (0, last / 2), "-"),
+                ("second half", (last / 2 + 1e-9, last), "--"),
+            ):
+                sel = [p for p in pts if lo_s <= p["step"] <= hi_s]
+                xs, obs, exp_ = [], [], []
+                for a, b in itertools.pairwise(edges):
+                    inb = [p for p in sel if a <= p["value"] < b or (b == 1.0 and p["value"] == 1.0)]
+                    if not inb:
+                        continue
+                    xs.append((a + b) / 2)
+                    obs.append(mean_ci([p["share"] * n_prompts for p in inb]))
+                    exp_.append(float(np.mean([p["expected_share"] * n_prompts for p in inb])))
+                m = np.array([o["mean"] for o in obs])
+                err = np.array(
+                    [[o["mean"] - o["lo"], o["hi"] - o["mean"]] if _finite(o["lo"]) else [0, 0] for o in obs]
+                ).T
+                c = "tab:blue" if part == "first half" else "tab:green"
+                ax.errorbar(
+                    xs, m, yerr=err, color=c, marker="o", ms=4, capsize=3, ls=ls, label=f"draws, {part}"
+                )
+                ax.plot(xs, exp_, color=c, ls=":", marker="x", label=f"sampler's expectation, {part}")
             ax.axhline(1.0, color="gray", ls=":", lw=1, label="uniform (GRPO)")
             ax.set(
-                title=f"{_label(arm)}: draws per prompt vs tracker value",
-                xlabel="tracker value v̂ at the window's start",
+                title=f"{_label(arm)} ({len(runs_here)} seeds)",
+                xlabel="tracker value v̂ of the prompt (binned)",
                 ylabel="share of draws × prompts",
             )
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=7)
-            fig.colorbar(sc, ax=ax, label="training step (window start)")
+            ax.legend(fontsize=6)
         save(fig, "spo_sampling.png")
     return written
 

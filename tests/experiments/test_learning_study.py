@@ -545,6 +545,13 @@ def test_sampler_weight_and_sampling_points(tmp_path: Path) -> None:
     assert pts[(0, "b")]["share"] == 0.75 and pts[(2, "a")]["share"] == 0.75
     assert pts[(2, "b")]["value"] == pytest.approx(0.75)
     assert pts[(0, "a")]["weight"] + pts[(0, "b")]["weight"] == pytest.approx(1.0)
+    # batch 0 (not in the config): the sampler's expectation is its probability per draw
+    assert pts[(0, "b")]["expected_share"] == pytest.approx(pts[(0, "b")]["weight"])
+    inc = report.inclusion_probabilities(np.array([0.1, 0.1, 0.8]), 1, draws=4000)
+    assert inc == pytest.approx([0.1, 0.1, 0.8], abs=0.03)
+    inc = report.inclusion_probabilities(np.array([0.05, 0.05, 0.9]), 2, draws=4000)
+    assert inc.sum() == pytest.approx(2.0) and inc[2] > 0.98  # without replacement: at most once
+    assert report.inclusion_probabilities(np.array([0.2, 0.8]), 2).tolist() == [1.0, 1.0]
 
 
 def test_round2_report_has_its_own_readme_section(tmp_path: Path) -> None:
