@@ -949,6 +949,27 @@ def paper_comparison(cfg: dict[str, Any], res: dict[str, Any], ks: str) -> list[
                 + (f" ({', '.join(tally['loss'])})" if tally["loss"] else "")
                 + f", ties {len(tally['tie'])}."
             )
+    if cfg.get("round", 1) == 2:
+        parts = []
+        for env in cfg["envs"]:
+            for arm in cfg["arms"]:
+                b = res.get("budget", {}).get(f"{env}|{arm}")
+                d = res["diagnostics"].get(f"{env}|{arm}")
+                if not b or not b["samples"] or not d or not _finite(d["frac_near_zero_1e4"]["mean"]):
+                    continue
+                useful = b["train_samples"] * (1 - d["frac_near_zero_1e4"]["mean"])
+                parts.append(
+                    f"{_label(arm)} {useful:.0f} of {b['samples']} ({b['offline_samples']} in the offline pass)"
+                )
+        if parts:
+            out.append(
+                "- **Where the budget went: samples that carried a non-zero advantage** (training samples × "
+                "(1 − share with |advantage| < 1e-4), mean over seeds): "
+                + "; ".join(parts)
+                + ". The group arms "
+                "lose their degenerate groups; the SPO arms lose their offline pass (it trains nothing, it sets "
+                "the tracker) and so take fewer updates (steps in the budget table)."
+            )
     group_arms = [a for a in res.get("group_arms", ["grpo"]) if a in cfg["arms"]] or ["grpo"]
     lo_hi = paper.get("degenerate_range", [0.6, 0.8])
     lo_, hi_ = lo_hi

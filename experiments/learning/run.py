@@ -79,6 +79,8 @@ def load_study_config(path: Path, quick: bool = False, round_: int = 1) -> dict[
         raise SystemExit(f"learning study: --round must be 1 or 2, got {round_}")
     cfg["round"] = round_
     quick_block = cfg.pop("quick", {}) or {}
+    if quick and not quick_block:
+        raise SystemExit(f"learning study: round {round_} of {path} has no quick: block")
     if quick:
         common = quick_block.pop("common", None)
         cfg = deep_merge(cfg, quick_block)

@@ -438,6 +438,8 @@ def test_round2_config_is_its_own_block() -> None:
     assert "smollm2" not in two and two["quick"] is False
     with pytest.raises(SystemExit, match="round"):
         study.load_study_config(STUDY / "config.yaml", round_=3)
+    with pytest.raises(SystemExit, match="no quick"):  # never a full grid under the smoke flag
+        study.load_study_config(STUDY / "config.yaml", quick=True, round_=2)
 
 
 def test_round2_budget_counts_the_offline_pass() -> None:
