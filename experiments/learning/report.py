@@ -955,20 +955,26 @@ def paper_comparison(cfg: dict[str, Any], res: dict[str, Any], ks: str) -> list[
             for arm in cfg["arms"]:
                 b = res.get("budget", {}).get(f"{env}|{arm}")
                 d = res["diagnostics"].get(f"{env}|{arm}")
-                if not b or not b["samples"] or not d or not _finite(d["frac_near_zero_1e4"]["mean"]):
+                if not b or not b["samples"] or not d:
                     continue
-                useful = b["train_samples"] * (1 - d["frac_near_zero_1e4"]["mean"])
+                if arm in res.get("group_arms", []):
+                    deg = d["frac_degenerate_samples"]["mean"]
+                    if not _finite(deg):
+                        continue
+                    useful = b["train_samples"] * (1 - deg)
+                else:  # a stream arm's batch normalisation leaves no sample at exactly zero
+                    useful = b["train_samples"]
                 parts.append(
                     f"{_label(arm)} {useful:.0f} of {b['samples']} ({b['offline_samples']} in the offline pass)"
                 )
         if parts:
             out.append(
-                "- **Where the budget went: samples that carried a non-zero advantage** (training samples × "
-                "(1 − share with |advantage| < 1e-4), mean over seeds): "
+                "- **Where the budget went: samples that carried a non-zero advantage into the update** (mean "
+                "over seeds; a group arm's samples in degenerate groups carry exactly 0, a stream arm's batch "
+                "normalisation gives every sample one): "
                 + "; ".join(parts)
-                + ". The group arms "
-                "lose their degenerate groups; the SPO arms lose their offline pass (it trains nothing, it sets "
-                "the tracker) and so take fewer updates (steps in the budget table)."
+                + ". The group arms lose their degenerate groups; the SPO arms lose their offline pass (it "
+                "trains nothing, it sets the tracker) and so take fewer updates (steps in the budget table)."
             )
     group_arms = [a for a in res.get("group_arms", ["grpo"]) if a in cfg["arms"]] or ["grpo"]
     lo_hi = paper.get("degenerate_range", [0.6, 0.8])
