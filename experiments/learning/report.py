@@ -1424,8 +1424,15 @@ def write_report(
     (out / "results.md").write_text(f"# Learning study results\n\n{md}")
     if any(r.finished for r in main_runs):
         make_plots(cfg, main_runs, res, out)
+    repo = Path(__file__).resolve().parents[2]
+
+    def rel(x: Any) -> str:
+        """A path relative to the repository when it lies inside it (no machine paths in results)."""
+        p = Path(str(x))
+        return str(p.relative_to(repo)) if p.is_absolute() and p.is_relative_to(repo) else str(x)
+
     payload = {
-        "config": {k: v for k, v in cfg.items()},
+        "config": {k: (rel(v) if k == "run_root" else v) for k, v in cfg.items()},
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "runs": [
             {
@@ -1434,7 +1441,7 @@ def write_report(
                 "arm": r.arm,
                 "seed": r.seed,
                 "finished": r.finished,
-                "path": str(r.path),
+                "path": rel(r.path),
             }
             for r in runs
         ],
