@@ -12,6 +12,7 @@ the verdict is "n/a", never a win.
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import platform
@@ -31,15 +32,42 @@ ARM_LABELS = {
     "grpo": "GRPO",
     "no_baseline": "no baseline",
     "spo_no_offline_init": "SPO, no offline init",
+    "spo_recipe": "SPO (recipe preset)",
+    "rloo": "RLOO",
+    "drgrpo": "Dr. GRPO",
 }
 ARM_COLORS = {
     "spo": "tab:blue",
     "grpo": "tab:red",
     "no_baseline": "tab:gray",
     "spo_no_offline_init": "tab:cyan",
+    "spo_recipe": "tab:purple",
+    "rloo": "tab:orange",
+    "drgrpo": "tab:brown",
 }
+_LABELS: dict[str, str] = dict(ARM_LABELS)  # ARM_LABELS plus the config's `arm_labels` (write_report)
 README_BEGIN = "<!-- BEGIN GENERATED: experiments/learning/report.py rewrites this section -->"
 README_END = "<!-- END GENERATED -->"
+README_MARKERS = {
+    1: (README_BEGIN, README_END),
+    2: (
+        "<!-- BEGIN GENERATED ROUND 2: experiments/learning/report.py rewrites this section -->",
+        "<!-- END GENERATED ROUND 2 -->",
+    ),
+}
+
+
+def _label(arm: str) -> str:
+    return _LABELS.get(arm, arm)
+
+
+def algo_mode(name: str | None) -> str:
+    """ "group" or "stream", from the algorithm registry (unknown names: stream)."""
+    from agentrl.algorithms import ALGORITHMS
+
+    cls = ALGORITHMS.get(str(name))
+    return cls.mode if cls is not None else "stream"
+
 
 # Two-sided 95% Student-t quantiles t_{0.975, df} for df = 1..30 (standard tables).
 _T975 = (
@@ -196,6 +224,14 @@ class Run:
     def train_rows(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if "reward_mean" in r]
 
+    @property
+    def algo(self) -> str:
+        return str(self.config.get("algo", {}).get("name", self.arm))
+
+    def tokens(self) -> dict[str, float]:
+        """Generated (model) tokens: training, the offline pass (estimated), and their sum."""
+        return generated_tokens(self.train_rows(), self.batch_size, self.offline_samples)
+
     def eval_rows(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if "eval/success" in r]
 
@@ -255,6 +291,56 @@ def run_mean(run: Run, key: str, lo_frac: float = 0.0, hi_frac: float = 1.0) -> 
 
 def _finite(v: Any) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def generated_tokens(
+    rows: Sequence[dict[str, Any]], batch_size: int, offline_samples: int = 0
+) -> dict[str, float]:
+    """Model tokens a run generated: Σ over steps of mean tokens per trajectory × trajectories.
+
+    Every trajectory of a batch counts (a GRPO sample in a degenerate group was generated, so it is
+    spent). The offline pass does not log tokens; it is estimated as its samples × the first training
+    step's mean (the same initial policy, the same sampling).
+    """
+    train = 0.0
+    first = math.nan
+    for r in rows:
+        m = r.get("tokens/model_mean")
+        if not _finite(m):
+            continue
+        n = r.get("batch/size", batch_size)
+        train += float(m) * float(n if _finite(n) else batch_size)
+        if not _finite(first):
+            first = float(m)
+    offline = offline_samples * first if offline_samples and _finite(first) else 0.0
+    return {"train": train, "offline_est": offline, "total": train + offline}
+
+
+def first_step_value(run: Run, key: str) -> float:
+    """A per-step metric at the first training step (the starting state of the mechanisms)."""
+    rows = [r for r in run.train_rows() if _finite(r.get(key))]
+    return float(min(rows, key=lambda r: int(r["step"]))[key]) if rows else math.nan
+
+
+def pilot_degenerate_share(pilot: dict[str, Any], prompts: int | None) -> dict[str, Any]:
+    """The share of the pilot's k-sample groups (one per prompt, step 0) whose rewards are all equal.
+
+    With k = G the pilot group is exactly a GRPO group of the initial policy. Uses the first `prompts`
+    prompts (the training set); the interval is the t interval over prompts of the 0/1 indicator.
+    """
+    rows = list(pilot.get("prompts", []))[: prompts or None]
+    flags = [1.0 if int(p["c"]) in (0, int(p["n"])) else 0.0 for p in rows]
+    succ = [int(p["c"]) / int(p["n"]) for p in rows if int(p["n"])]
+    return {
+        **mean_ci(flags),
+        "prompts": len(rows),
+        "k": int(pilot.get("k", 0)),
+        "all_fail": sum(1 for p in rows if int(p["c"]) == 0),
+        "all_pass": sum(1 for p in rows if int(p["c"]) == int(p["n"])),
+        "mean_success": float(np.mean(succ)) if succ else math.nan,
+        "temperature": pilot.get("temperature"),
+        "max_turns": pilot.get("max_turns"),
+    }
 
 
 def series(rows: Sequence[dict[str, Any]], key: str) -> tuple[np.ndarray, np.ndarray]:
@@ -329,7 +415,7 @@ def arm_time_model(
 ) -> dict[str, float]:
     """(seconds per batch, offline seconds) for a run's arm under the configured simulation."""
     algo = run.config.get("algo", {})
-    mode = "group" if algo.get("name") == "grpo" else "stream"
+    mode = algo_mode(algo.get("name"))
     g = int(algo.get("group_size", 8))
     common = {
         "preset": sim.get("preset", "paper-fig5"),
@@ -363,12 +449,28 @@ def _group(runs: Sequence[Run]) -> dict[tuple[str, str], list[Run]]:
 
 
 def aggregate(
-    runs: Sequence[Run], arms: Sequence[str], envs: Sequence[str], sim: dict[str, Any] | None
+    runs: Sequence[Run],
+    arms: Sequence[str],
+    envs: Sequence[str],
+    sim: dict[str, Any] | None,
+    refs: Sequence[str] = ("spo",),
 ) -> dict[str, Any]:
-    """Every number the tables and verdicts need, for one model's finished runs."""
+    """Every number the tables and verdicts need, for one model's finished runs.
+
+    `refs`: the arms compared with every other arm (round 1: SPO; round 2: both SPO arms).
+    """
     done = [r for r in runs if r.finished]
     groups = _group(done)
-    res: dict[str, Any] = {"final": {}, "before": {}, "diffs": {}, "diagnostics": {}, "walltime": {}}
+    res: dict[str, Any] = {
+        "final": {},
+        "before": {},
+        "diffs": {},
+        "diagnostics": {},
+        "walltime": {},
+        "budget": {},
+        "group_arms": sorted({r.arm for r in done if algo_mode(r.algo) == "group"}),
+        "refs": [a for a in refs if a in arms],
+    }
     metrics = ("avg", "pass", "maj")
     for env in envs:
         for arm in arms:
@@ -393,6 +495,9 @@ def aggregate(
                 "frac_degenerate_samples_last_quarter": mean_ci(
                     [run_mean(r, "adv/frac_samples_in_degenerate_groups", 0.75, 1.0) for r in rs]
                 ),
+                "frac_degenerate_first_step": mean_ci(
+                    [first_step_value(r, "adv/frac_samples_in_degenerate_groups") for r in rs]
+                ),
                 "frac_near_zero_1e4": mean_ci([run_mean(r, "adv/frac_near_zero_1e4") for r in rs]),
                 "frac_near_zero_0_02": mean_ci([run_mean(r, "adv/frac_near_zero_0_02") for r in rs]),
                 "raw_variance": mean_ci([run_mean(r, "adv/raw_variance") for r in rs]),
@@ -406,25 +511,44 @@ def aggregate(
                 "offline_samples": max((r.offline_samples for r in rs), default=0),
                 "train_samples": max((r.batch_size * len(r.train_rows()) for r in rs), default=0),
             }
-    # SPO against every other arm, per environment and averaged over environments.
-    for other in [a for a in arms if a != "spo"]:
-        for m in metrics:
-            per_env = {}
-            terms: list[tuple[float, Sequence[float]]] = []
-            envs_with_both = [
-                e for e in envs if res["final"][f"{e}|spo"]["per_seed"][m] and res["final"][f"{e}|{other}"]["per_seed"][m]
-            ] if "spo" in arms else []  # fmt: skip
-            for env in envs_with_both:
-                a = res["final"][f"{env}|spo"]["per_seed"][m]
-                b = res["final"][f"{env}|{other}"]["per_seed"][m]
-                ci = diff_ci(a, b)
-                per_env[env] = {**ci, "verdict": verdict(ci)}
-                terms += [(1 / len(envs_with_both), a), (-1 / len(envs_with_both), b)]
-            avg = lincomb_ci(terms) if terms else {"est": math.nan, "lo": math.nan, "hi": math.nan}
-            res["diffs"][f"spo-{other}|{m}"] = {
-                "per_env": per_env,
-                "average": {**avg, "verdict": verdict(avg), "envs": envs_with_both},
+            toks = [r.tokens() for r in rs]
+            res["budget"][key] = {
+                "samples": max(
+                    (r.batch_size * len(r.train_rows()) + r.offline_samples for r in rs), default=0
+                ),
+                "train_samples": max((r.batch_size * len(r.train_rows()) for r in rs), default=0),
+                "offline_samples": max((r.offline_samples for r in rs), default=0),
+                "tokens": mean_ci([t["total"] for t in toks]),
+                "train_tokens": mean_ci([t["train"] for t in toks]),
+                "offline_tokens_est": mean_ci([t["offline_est"] for t in toks]),
+                "per_seed_tokens": [t["total"] for t in toks],
             }
+    for env in envs:
+        g = res["budget"].get(f"{env}|grpo", {}).get("per_seed_tokens", [])
+        for arm in arms:
+            b = res["budget"].get(f"{env}|{arm}")
+            if b is not None:
+                b["tokens_vs_grpo"] = ratio_ci(b["per_seed_tokens"], g) if g else None
+    # Each reference (SPO) arm against every other arm, per environment and averaged over environments.
+    for ref in res["refs"]:
+        for other in [a for a in arms if a != ref]:
+            for m in metrics:
+                per_env = {}
+                terms: list[tuple[float, Sequence[float]]] = []
+                envs_with_both = [
+                    e for e in envs if res["final"][f"{e}|{ref}"]["per_seed"][m] and res["final"][f"{e}|{other}"]["per_seed"][m]
+                ]  # fmt: skip
+                for env in envs_with_both:
+                    a = res["final"][f"{env}|{ref}"]["per_seed"][m]
+                    b = res["final"][f"{env}|{other}"]["per_seed"][m]
+                    ci = diff_ci(a, b)
+                    per_env[env] = {**ci, "verdict": verdict(ci)}
+                    terms += [(1 / len(envs_with_both), a), (-1 / len(envs_with_both), b)]
+                avg = lincomb_ci(terms) if terms else {"est": math.nan, "lo": math.nan, "hi": math.nan}
+                res["diffs"][f"{ref}-{other}|{m}"] = {
+                    "per_env": per_env,
+                    "average": {**avg, "verdict": verdict(avg), "envs": envs_with_both},
+                }
     # Advantage variance relative to the raw reward (no-baseline arm), per environment.
     ratios: dict[str, Any] = {}
     for env in envs:
@@ -466,7 +590,16 @@ def read_trl(trl_dir: Path) -> dict[str, Any]:
     if out["runs"]:
         for m in ("avg", "pass", "maj"):
             out[f"after_{m}"] = mean_ci([r["after"][m] for r in out["runs"]])
-            out[f"before_{m}"] = mean_ci([r["before"][m] for r in out["runs"]])
+            befores = [r["before"][m] for r in out["runs"] if r.get("before")]
+            out[f"before_{m}"] = mean_ci(befores) if befores else None
+        hist = [
+            [h for h in r.get("history", []) if _finite(h.get("frac_reward_zero_std"))] for r in out["runs"]
+        ]
+        if all(hist):
+            out["zero_std"] = mean_ci(
+                [float(np.mean([h["frac_reward_zero_std"] for h in hs])) for hs in hist]
+            )
+            out["zero_std_first"] = mean_ci([float(hs[0]["frac_reward_zero_std"]) for hs in hist])
         out["train_s"] = mean_ci([r["train_seconds"] for r in out["runs"]])
         out["total_s"] = mean_ci([r["total_seconds"] for r in out["runs"]])
     return out
@@ -532,9 +665,15 @@ def render_markdown(
         one = next((ts[0] for ts in tags.values() if ts), None)
         shown = f"`{cfg['model']}`" + (f" (`{one}`)" if one and one != cfg["model"] else "")
         L.append(f"Model {shown}, {len(done)} of {len(expected)} runs finished")
-    budget = {r.batch_size * int(r.config.get("steps", 0)) for r in runs if r.finished}
+    two = cfg.get("round", 1) == 2
+    budget = {
+        r.batch_size * int(r.config.get("steps", 0)) + (r.offline_samples if two else 0)
+        for r in runs
+        if r.finished
+    }
     if budget:
-        L[-1] += f"; training budget {', '.join(map(str, sorted(budget)))} samples per run"
+        what = "samples per run, the offline pass included" if two else "samples per run"
+        L[-1] += f"; {'budget' if two else 'training budget'} {', '.join(map(str, sorted(budget)))} {what}"
     L[-1] += "." + (" **Quick smoke budget: these numbers mean nothing.**" if cfg.get("quick") else "")
     if missing:
         shown = ", ".join(f"{a}/{_short(e)}/s{s}" for e, a, s in missing[:12])
@@ -562,26 +701,43 @@ def render_markdown(
             f = res["final"][f"{env}|{arm}"]
             b = res["before"][f"{env}|{arm}"]
             L.append(
-                f"| {_short(env)} | {ARM_LABELS.get(arm, arm)} | {len(f['seeds'])} | {_f(b['avg']['mean'])} | "
+                f"| {_short(env)} | {_label(arm)} | {len(f['seeds'])} | {_f(b['avg']['mean'])} | "
                 f"{_ci(f['avg'], bounds=UNIT)} | {_ci(f['pass'], bounds=UNIT)} | {_ci(f['maj'], bounds=UNIT)} |"
             )
 
+    trl_env = cfg.get("trl", {}).get("env", "")
+    trl_multi = [r for r in trl["runs"] if str(r.get("mode", "")).startswith("multi-turn")]
+    if trl_multi and trl_env in envs:
+        L.append(
+            f"| {_short(trl_env)} | TRL GRPO (multi-turn, tools; outside reference) | {len(trl_multi)} | – | "
+            f"{_ci(trl['after_avg'], bounds=UNIT)} | {_ci(trl['after_pass'], bounds=UNIT)} | {_ci(trl['after_maj'], bounds=UNIT)} |"
+        )
+    refs = res.get("refs", ["spo"])
     L += ["", "### SPO minus each other arm (percentage points, Welch 95% CI, verdict)", ""]
     L.append(f"| comparison | env | avg{ks} | pass{ks} | maj{ks} |")
     L.append("| --- | --- | --- | --- | --- |")
-    for other in [a for a in arms if a != "spo"]:
-        for env in [*envs, "average"]:
+    for ref in refs:
+        for other in [a for a in arms if a != ref]:
+            for env in [*envs, "average"] if len(envs) > 1 else envs:
+                cells = []
+                for m in ("avg", "pass", "maj"):
+                    d = res["diffs"].get(f"{ref}-{other}|{m}", {})
+                    c = d.get("average") if env == "average" else d.get("per_env", {}).get(env)
+                    cells.append("–" if not c else f"{_ci(c, 1, 100, sign=True, bounds=None)} {c['verdict']}")
+                label = "**average over envs**" if env == "average" else _short(env)
+                L.append(f"| {_label(ref)} − {_label(other)} | {label} | {' | '.join(cells)} |")
+        if trl_multi and trl_env in envs and res["final"].get(f"{trl_env}|{ref}", {}).get("seeds"):
             cells = []
             for m in ("avg", "pass", "maj"):
-                d = res["diffs"].get(f"spo-{other}|{m}", {})
-                c = d.get("average") if env == "average" else d.get("per_env", {}).get(env)
-                cells.append("–" if not c else f"{_ci(c, 1, 100, sign=True, bounds=None)} {c['verdict']}")
-            label = "**average over envs**" if env == "average" else _short(env)
-            L.append(f"| SPO − {ARM_LABELS.get(other, other)} | {label} | {' | '.join(cells)} |")
+                c = diff_ci(
+                    res["final"][f"{trl_env}|{ref}"]["per_seed"][m], [r["after"][m] for r in trl_multi]
+                )
+                cells.append(f"{_ci(c, 1, 100, sign=True, bounds=None)} {verdict(c)}")
+            L.append(f"| {_label(ref)} − TRL GRPO (multi-turn) | {_short(trl_env)} | {' | '.join(cells)} |")
 
     L += ["", "### Diagnostics (per-run mean over training, then mean [95% CI] over seeds)", ""]
     L.append(
-        "| env | arm | GRPO-style degenerate samples: all / first ¼ / last ¼ | near-zero adv. <1e-4 | "
+        "| env | arm | degenerate-group samples: all / first ¼ / last ¼ | near-zero adv. <1e-4 | "
         "<0.02 | raw adv. variance | variance ÷ no-baseline |"
     )
     L.append("| --- | --- | --- | --- | --- | --- | --- |")
@@ -591,12 +747,12 @@ def render_markdown(
             deg = (
                 f"{_ci(d['frac_degenerate_samples'], 2, bounds=UNIT)} / {_f(d['frac_degenerate_samples_first_quarter']['mean'], 2)}"
                 f" / {_f(d['frac_degenerate_samples_last_quarter']['mean'], 2)}"
-                if arm == "grpo"
+                if arm in res.get("group_arms", ["grpo"])
                 else "–"
             )
             ratio = res["variance_ratio_vs_no_baseline"].get(f"{env}|{arm}")
             L.append(
-                f"| {_short(env)} | {ARM_LABELS.get(arm, arm)} | {deg} | {_ci(d['frac_near_zero_1e4'], 3, bounds=UNIT)} | "
+                f"| {_short(env)} | {_label(arm)} | {deg} | {_ci(d['frac_near_zero_1e4'], 3, bounds=UNIT)} | "
                 f"{_ci(d['frac_near_zero_0_02'], 3, bounds=UNIT)} | {_ci(d['raw_variance'], 4)} | "
                 f"{_ci(ratio, 2)} |"
             )
@@ -604,6 +760,33 @@ def render_markdown(
         "\nRaw advantages are before normalisation: SPO `r − v̂₋`, GRPO `r − mean_G` (zero in degenerate "
         "groups: the effective GRPO advantage), no-baseline `r` (so its variance is the reward variance)."
     )
+
+    if cfg.get("round", 1) == 2 and res.get("budget"):
+        L += ["", "### Budget per run: samples and generated tokens (mean [95% CI] over seeds)", ""]
+        L.append(
+            "| env | arm | steps × batch | offline-pass samples | all samples | generated tokens, all | "
+            "of which offline pass (est.) | tokens ÷ GRPO's |"
+        )
+        L.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+        for env in envs:
+            for arm in arms:
+                b = res["budget"].get(f"{env}|{arm}")
+                if not b or not b["samples"]:
+                    continue
+                bs = next((r.batch_size for r in runs if r.arm == arm and r.env == env and r.finished), 0)
+                steps = b["train_samples"] // bs if bs else 0
+                L.append(
+                    f"| {_short(env)} | {_label(arm)} | {steps} × {bs} | {b['offline_samples']} | {b['samples']} | "
+                    f"{_ci(b['tokens'], 0)} | {_ci(b['offline_tokens_est'], 0)} | {_ci(b.get('tokens_vs_grpo'), 2)} |"
+                )
+        L.append(
+            "\nEvery sampled trajectory counts, GRPO's in degenerate groups (zero advantage) included; the SPO "
+            "arms spend part of the budget on the offline tracker pass and train fewer steps. Tokens are the "
+            "model's generated tokens (`tokens/model_mean` × batch per step); the offline pass logs no tokens, "
+            "so its share is estimated from the first training step's mean. The sample budgets are equal by "
+            "construction (`run.py` refuses otherwise); the token budgets follow from what each policy writes, "
+            "and the last column says how far they are from equal."
+        )
 
     st = res.get("simulated_time")
     L += ["", "### Wall time", ""]
@@ -619,7 +802,7 @@ def render_markdown(
                 continue
             s = (st or {}).get("arms", {}).get(arm, {})
             L.append(
-                f"| {_short(env)} | {ARM_LABELS.get(arm, arm)} | {w['train_samples']} | {w['offline_samples']} | "
+                f"| {_short(env)} | {_label(arm)} | {w['train_samples']} | {w['offline_samples']} | "
                 f"{_f(w['real_total_s']['mean'], 0)} | {_f(w['real_train_s']['mean'], 0)} | "
                 f"{_f(s.get('s_per_batch'), 1)} | {_f(s.get('s_per_batch_k1'), 1)} | {_f(s.get('offline_s'), 1)} |"
             )
@@ -630,9 +813,13 @@ def render_markdown(
             "virtual clock, each arm's own batch shape; the offline pass is one batch that must finish entirely."
         )
 
+    multi = any(str(r.get("mode", "")).startswith("multi-turn") for r in trl["runs"]) or (
+        cfg.get("trl", {}).get("script") == "trl_multiturn.py"
+    )
+    kind = "multi-turn with tools" if multi else "single-turn"
     L += [
         "",
-        "### Outside reference: TRL `GRPOTrainer`, single-turn " + _short(cfg.get("trl", {}).get("env", "")),
+        f"### Outside reference: TRL `GRPOTrainer`, {kind} " + _short(cfg.get("trl", {}).get("env", "")),
         "",
     ]
     if trl["runs"]:
@@ -644,27 +831,43 @@ def render_markdown(
         L += ["", f"| | before avg{ks} | avg{ks} | pass{ks} | maj{ks} | train wall s | total wall s |"]
         L.append("| --- | --- | --- | --- | --- | --- | --- |")
         L.append(
-            f"| TRL GRPO (single-turn, no tools) | {_ci(trl['before_avg'], bounds=UNIT)} | "
+            f"| TRL GRPO ({'multi-turn, tools' if multi else 'single-turn, no tools'}) | "
+            f"{_ci(trl.get('before_avg'), bounds=UNIT)} | "
             f"{_ci(trl['after_avg'], bounds=UNIT)} | {_ci(trl['after_pass'], bounds=UNIT)} | "
             f"{_ci(trl['after_maj'], bounds=UNIT)} | {_ci(trl['train_s'], 0)} | {_ci(trl['total_s'], 0)} |"
         )
         env = cfg.get("trl", {}).get("env", "")
-        for arm in ("spo", "grpo"):
-            if f"{env}|{arm}" in res["final"]:
+        for arm in [*refs, "grpo"]:
+            if f"{env}|{arm}" in res["final"] and res["final"][f"{env}|{arm}"]["seeds"]:
                 f, b, w = (
                     res["final"][f"{env}|{arm}"],
                     res["before"][f"{env}|{arm}"],
                     res["walltime"][f"{env}|{arm}"],
                 )
                 L.append(
-                    f"| ours: {ARM_LABELS[arm]} (multi-turn, tools) | {_ci(b['avg'], bounds=UNIT)} | "
+                    f"| ours: {_label(arm)} (multi-turn, tools) | {_ci(b['avg'], bounds=UNIT)} | "
                     f"{_ci(f['avg'], bounds=UNIT)} | {_ci(f['pass'], bounds=UNIT)} | {_ci(f['maj'], bounds=UNIT)} | {_ci(w['real_train_s'], 0)} | {_ci(w['real_total_s'], 0)} |"
                 )
-        L.append(
-            "\nThe TRL task is a single-turn variant (no tool calls; the completion must contain "
-            "`<answer>N</answer>`, scored by the environment's own scorer), so compare the change from "
-            "`before`, not the absolute scores."
-        )
+        if multi:
+            L.append(
+                "\nTRL runs the episodes itself (`environment_factory`: the env's calculator as a tool method, "
+                "TRL's own chat rendering, tool-call parsing and generation loop) on the same train prompts, "
+                "turn budget, sample budget, learning rate and clip bounds; its held-out scores come from "
+                "`agentrl.evaluate` on the trained weights, so they are measured exactly like the arms'. "
+                "`before` is the arms' (the same initial model and evaluation)."
+                + (
+                    f" TRL's own count of groups with zero reward spread (`frac_reward_zero_std`), mean over "
+                    f"training: {_ci(trl['zero_std'], 2, bounds=UNIT)}; first step {_ci(trl['zero_std_first'], 2, bounds=UNIT)}."
+                    if trl.get("zero_std")
+                    else ""
+                )
+            )
+        else:
+            L.append(
+                "\nThe TRL task is a single-turn variant (no tool calls; the completion must contain "
+                "`<answer>N</answer>`, scored by the environment's own scorer), so compare the change from "
+                "`before`, not the absolute scores."
+            )
     else:
         L.append("No TRL reference result.")
     for e in trl["errors"]:
@@ -679,14 +882,19 @@ def render_markdown(
                 continue
             env, arm = key.split("|")
             L.append(
-                f"| {_short(env)} | {ARM_LABELS.get(arm, arm)} | {len(f['seeds'])} | "
+                f"| {_short(env)} | {_label(arm)} | {len(f['seeds'])} | "
                 f"{_f(o['before'][key]['avg']['mean'])} | {_ci(f['avg'], bounds=UNIT)} | {_ci(f['maj'], bounds=UNIT)} |"
             )
 
     L += ["", "### Against the paper's claims", ""]
     L += paper_comparison(cfg, res, ks)
     L += ["", "### Plots", ""]
-    for name, cap in PLOTS:
+    plots = list(PLOTS)
+    if cfg.get("round", 1) == 2:
+        plots.append(
+            ("spo_sampling.png", "SPO: share of draws per prompt against its tracker value, over training")
+        )
+    for name, cap in plots:
         L.append(f"![{cap}]({img_prefix}{name})")
     return "\n".join(L) + "\n"
 
@@ -705,69 +913,227 @@ def paper_comparison(cfg: dict[str, Any], res: dict[str, Any], ks: str) -> list[
     """Sentences generated from the numbers: where SPO wins, ties or loses, next to the paper's claims."""
     paper = cfg.get("paper", {})
     out: list[str] = []
-    d = res["diffs"].get("spo-grpo|maj", {})
-    avg = d.get("average", {})
     gain = paper.get("maj_gain_pp")
-    if avg and _finite(avg.get("est")):
-        per = ", ".join(
-            f"{_short(e)} {c['verdict']} ({_ci(c, 1, 100, sign=True, bounds=None)})"
-            for e, c in d["per_env"].items()
-        )
-        line = (
-            f"- **maj{ks}, SPO − GRPO, average over {len(avg['envs'])} env(s): {_ci(avg, 1, 100, sign=True, bounds=None)} pp → "
-            f"{avg['verdict']}.** Per env: {per}. Paper: +{gain} pp maj@32 on five math benchmarks (Qwen3-8B)."
-        )
-        if _finite(avg.get("lo")) and gain is not None:
-            inside = avg["lo"] * 100 <= gain <= avg["hi"] * 100
-            line += f" The paper's +{gain} pp is {'inside' if inside else 'outside'} our interval."
-        out.append(line)
-    else:
-        out.append("- maj: SPO − GRPO needs finished SPO and GRPO runs.")
-    degs = [(e, res["diagnostics"][f"{e}|grpo"]) for e in cfg["envs"] if f"{e}|grpo" in res["diagnostics"]]
-    degs = [(e, x) for e, x in degs if _finite(x["frac_degenerate_samples"]["mean"])]
+    refs = res.get("refs", ["spo"]) or ["spo"]
+    for ref in refs:
+        d = res["diffs"].get(f"{ref}-grpo|maj", {})
+        avg = d.get("average", {})
+        if avg and _finite(avg.get("est")):
+            per = ", ".join(
+                f"{_short(e)} {c['verdict']} ({_ci(c, 1, 100, sign=True, bounds=None)})"
+                for e, c in d["per_env"].items()
+            )
+            line = (
+                f"- **maj{ks}, {_label(ref)} − GRPO, average over {len(avg['envs'])} env(s): "
+                f"{_ci(avg, 1, 100, sign=True, bounds=None)} pp → {avg['verdict']}.** Per env: {per}. "
+                f"Paper: +{gain} pp maj@32 on five math benchmarks (Qwen3-8B)."
+            )
+            if _finite(avg.get("lo")) and gain is not None:
+                inside = avg["lo"] * 100 <= gain <= avg["hi"] * 100
+                line += f" The paper's +{gain} pp is {'inside' if inside else 'outside'} our interval."
+            out.append(line)
+        else:
+            out.append(f"- maj: {_label(ref)} − GRPO needs finished runs of both arms.")
+        if cfg.get("round", 1) == 2:
+            tally: dict[str, list[str]] = {"win": [], "tie": [], "loss": [], "n/a": []}
+            for other in [a for a in cfg["arms"] if a != ref]:
+                for m in ("avg", "pass", "maj"):
+                    c = res["diffs"].get(f"{ref}-{other}|{m}", {}).get("average")
+                    if c:
+                        tally[c["verdict"]].append(f"{_label(other)} {m}{ks}")
+            out.append(
+                f"- **{_label(ref)} against every other arm** (avg/pass/maj{ks}, {sum(map(len, tally.values()))} "
+                f"comparisons): wins {len(tally['win'])}"
+                + (f" ({', '.join(tally['win'])})" if tally["win"] else "")
+                + f", losses {len(tally['loss'])}"
+                + (f" ({', '.join(tally['loss'])})" if tally["loss"] else "")
+                + f", ties {len(tally['tie'])}."
+            )
+    if cfg.get("round", 1) == 2:
+        parts = []
+        for env in cfg["envs"]:
+            for arm in cfg["arms"]:
+                b = res.get("budget", {}).get(f"{env}|{arm}")
+                d = res["diagnostics"].get(f"{env}|{arm}")
+                if not b or not b["samples"] or not d:
+                    continue
+                if arm in res.get("group_arms", []):
+                    deg = d["frac_degenerate_samples"]["mean"]
+                    if not _finite(deg):
+                        continue
+                    useful = b["train_samples"] * (1 - deg)
+                else:  # a stream arm's batch normalisation leaves no sample at exactly zero
+                    useful = b["train_samples"]
+                parts.append(
+                    f"{_label(arm)} {useful:.0f} of {b['samples']} ({b['offline_samples']} in the offline pass)"
+                )
+        if parts:
+            out.append(
+                "- **Where the budget went: samples that carried a non-zero advantage into the update** (mean "
+                "over seeds; a group arm's samples in degenerate groups carry exactly 0, a stream arm's batch "
+                "normalisation gives every sample one): "
+                + "; ".join(parts)
+                + ". The group arms lose their degenerate groups; the SPO arms lose their offline pass (it "
+                "trains nothing, it sets the tracker) and so take fewer updates (steps in the budget table)."
+            )
+    group_arms = [a for a in res.get("group_arms", ["grpo"]) if a in cfg["arms"]] or ["grpo"]
     lo_hi = paper.get("degenerate_range", [0.6, 0.8])
-    if degs:
-        lo_, hi_ = lo_hi
+    lo_, hi_ = lo_hi
 
-        def where(m: float) -> str:
-            return "within" if lo_ <= m <= hi_ else ("below" if m < lo_ else "above")
+    def where(m: float) -> str:
+        return "within" if lo_ <= m <= hi_ else ("below" if m < lo_ else "above")
+
+    pilot = res.get("pilot")
+    if pilot and _finite(pilot.get("mean")):
+        out.append(
+            f"- **Starting degenerate share** (pilot, the initial model at T = {pilot.get('temperature')}, one group "
+            f"of k = {pilot['k']} on each of the {pilot['prompts']} train prompts, "
+            f"{pilot.get('max_turns') or 'default (8)'}-turn budget): {_ci(pilot, 2, bounds=UNIT)} "
+            f"({pilot['all_fail']} prompts all wrong, {pilot['all_pass']} all right; mean success "
+            f"{_f(pilot['mean_success'], 3)}), {where(pilot['mean'])} the paper's {lo_:.0%}–{hi_:.0%}."
+            + "".join(
+                f" Also measured: the same prompts with a {t.get('max_turns') or 'default (8)'}-turn budget, "
+                f"{_ci(t, 2, bounds=UNIT)} ({t['all_fail']} all wrong, {t['all_pass']} all right; mean success "
+                f"{_f(t['mean_success'], 3)})."
+                for t in res.get("pilot_tried", [])
+            )
+        )
+    for arm in group_arms:
+        degs = [
+            (e, res["diagnostics"][f"{e}|{arm}"]) for e in cfg["envs"] if f"{e}|{arm}" in res["diagnostics"]
+        ]
+        degs = [(e, x) for e, x in degs if _finite(x["frac_degenerate_samples"]["mean"])]
+        if not degs:
+            continue
+
+        def first(x: dict[str, Any]) -> str:
+            if cfg.get("round", 1) == 2 and x.get("frac_degenerate_first_step"):
+                return f"first step {_ci(x['frac_degenerate_first_step'], 2, bounds=UNIT)}; "
+            return ""
 
         parts = ", ".join(
-            f"{_short(e)} {_f(x['frac_degenerate_samples_first_quarter']['mean'], 2)} → "
+            f"{_short(e)} {first(x)}{_f(x['frac_degenerate_samples_first_quarter']['mean'], 2)} → "
             f"{_f(x['frac_degenerate_samples_last_quarter']['mean'], 2)} "
             f"(training mean {_ci(x['frac_degenerate_samples'], 2, bounds=UNIT)}, "
             f"{where(x['frac_degenerate_samples']['mean'])} the paper's range)"
             for e, x in degs
         )
         out.append(
-            f"- **GRPO samples in degenerate groups** (first quarter → last quarter of training): {parts}. "
+            f"- **{_label(arm)} samples in degenerate groups** (first quarter → last quarter of training): {parts}. "
             f"Paper: about {lo_:.0%} rising to over {hi_:.0%}."
         )
-    vr = [
-        (e, res["variance_ratio_vs_no_baseline"][f"{e}|spo"])
-        for e in cfg["envs"]
-        if f"{e}|spo" in res["variance_ratio_vs_no_baseline"]
-        and _finite(res["variance_ratio_vs_no_baseline"][f"{e}|spo"]["est"])
-    ]
-    if vr:
-        target = paper.get("variance_ratio", 0.5)
-        parts = ", ".join(f"{_short(e)} {_ci(c, 2)}" for e, c in vr)
-        out.append(
-            f"- **Advantage variance, SPO ÷ no-baseline (raw reward)**: {parts}. Paper: about {target} "
-            "(the baseline roughly halves it). Below 1 means the tracker baseline reduces variance."
-        )
-    nz = [(e, res["diagnostics"][f"{e}|spo"]) for e in cfg["envs"] if f"{e}|spo" in res["diagnostics"]]
-    nz = [(e, x) for e, x in nz if _finite(x["frac_near_zero_0_02"]["mean"])]
-    if nz:
-        parts = ", ".join(
-            f"{_short(e)} {_f(x['frac_near_zero_1e4']['mean'], 3)} / {_f(x['frac_near_zero_0_02']['mean'], 3)}"
-            for e, x in nz
-        )
-        out.append(
-            f"- **SPO near-zero advantages** (|r − v̂| < 1e-4 / < 0.02, fraction of samples): {parts}. "
-            "GRPO wastes its degenerate groups entirely; SPO's near-zero share is the comparable waste."
-        )
+    target = paper.get("variance_ratio", 0.5)
+    for ref in refs:
+        vr = [
+            (e, res["variance_ratio_vs_no_baseline"][f"{e}|{ref}"])
+            for e in cfg["envs"]
+            if f"{e}|{ref}" in res["variance_ratio_vs_no_baseline"]
+            and _finite(res["variance_ratio_vs_no_baseline"][f"{e}|{ref}"]["est"])
+        ]
+        if vr:
+            parts = ", ".join(f"{_short(e)} {_ci(c, 2)}" for e, c in vr)
+            out.append(
+                f"- **Advantage variance, {_label(ref)} ÷ no-baseline (raw reward)**: {parts}. Paper: about {target} "
+                "(the baseline roughly halves it). Below 1 means the tracker baseline reduces variance."
+            )
+    for ref in refs:
+        nz = [
+            (e, res["diagnostics"][f"{e}|{ref}"]) for e in cfg["envs"] if f"{e}|{ref}" in res["diagnostics"]
+        ]
+        nz = [(e, x) for e, x in nz if _finite(x["frac_near_zero_0_02"]["mean"])]
+        if nz:
+            parts = ", ".join(
+                f"{_short(e)} {_f(x['frac_near_zero_1e4']['mean'], 3)} / {_f(x['frac_near_zero_0_02']['mean'], 3)}"
+                for e, x in nz
+            )
+            out.append(
+                f"- **{_label(ref)} near-zero advantages** (|r − v̂| < 1e-4 / < 0.02, fraction of samples): {parts}. "
+                "GRPO wastes its degenerate groups entirely; SPO's near-zero share is the comparable waste."
+            )
     return out
+
+
+# ---- SPO's prioritised sampling ----------------------------------------------------------------------
+
+
+def sampler_weight(values: np.ndarray, eps: float) -> np.ndarray:
+    """SPO's sampling probabilities over prompts: (sqrt(v̂(1 − v̂)) + ε), normalised (γ = 0)."""
+    w = np.sqrt(np.clip(values * (1.0 - values), 0.0, None)) + eps
+    return w / w.sum()
+
+
+def inclusion_probabilities(weights: np.ndarray, n: int, draws: int = 2000, seed: int = 0) -> np.ndarray:
+    """P(prompt in a batch of n drawn without replacement with these weights), by simulation.
+
+    The sampler's own scheme (Efraimidis–Spirakis: the n smallest E/w, E ~ Exp(1)), from a seeded
+    generator. With replacement or n ≥ len(weights) it is n·w/Σw capped at 1.
+    """
+    w = np.asarray(weights, dtype=float)
+    if n >= len(w):
+        return np.ones_like(w)
+    rng = np.random.default_rng(seed)
+    keys = rng.exponential(size=(draws, len(w))) / w
+    chosen = np.argpartition(keys, n - 1, axis=1)[:, :n]
+    counts = np.bincount(chosen.ravel(), minlength=len(w))
+    return counts / draws
+
+
+def spo_sampling_points(run: Run) -> list[dict[str, Any]]:
+    """Per prompt and checkpoint window: the tracker value at the window's start, the sampler's
+    probability from it, and the share of the window's draws that went to the prompt.
+
+    Tracker values come from the offline pass (step 0) and the checkpoints (`state.pt`, every
+    `checkpoint_every` steps); draws from `rollouts.jsonl` (the steps after that state, up to the next).
+    """
+    import torch
+
+    algo = run.config.get("algo", {})
+    eps = float(algo.get("sampler_eps", 0.05))
+    states: list[tuple[int, dict[str, float]]] = []
+    off = (run.summary or {}).get("offline_init") or {}
+    if off.get("path") and Path(off["path"]).is_file():
+        c = float(algo.get("init_smoothing", 0.5))
+        rewards = json.loads(Path(off["path"]).read_text())["rewards"]
+        states.append((0, {p: (float(np.sum(v)) + c) / (len(v) + 2 * c) for p, v in rewards.items()}))
+    for ck in sorted((run.path / "checkpoints").glob("step_*")):
+        if not (ck / "state.pt").is_file():
+            continue
+        st = torch.load(ck / "state.pt", map_location="cpu", weights_only=False)
+        tr = st["algorithm"]["tracker"]
+        a, b = np.asarray(tr["alpha"], dtype=float), np.asarray(tr["beta"], dtype=float)
+        states.append((int(st["step"]), dict(zip(tr["prompt_ids"], (a / (a + b)).tolist(), strict=True))))
+    draws: dict[int, dict[str, int]] = {}
+    path = run.path / "rollouts.jsonl"
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            r = json.loads(line)
+            d = draws.setdefault(int(r["step"]), {})
+            d[r["prompt_id"]] = d.get(r["prompt_id"], 0) + 1
+    points: list[dict[str, Any]] = []
+    if not states:
+        return points
+    for (s0, vals), (s1, _) in zip(states, [*states[1:], (max(draws, default=0), {})], strict=True):
+        window = [draws.get(s, {}) for s in range(s0 + 1, s1 + 1)]
+        total = sum(sum(w.values()) for w in window)
+        if not total or not vals:
+            continue
+        pids = sorted(vals)
+        probs = sampler_weight(np.array([vals[p] for p in pids]), eps)
+        incl = inclusion_probabilities(probs, run.batch_size) if run.batch_size else probs
+        per_step = run.batch_size or 1
+        for p, v, q, inc in zip(pids, (vals[p] for p in pids), probs, incl, strict=True):
+            n = sum(w.get(p, 0) for w in window)
+            points.append(
+                {
+                    "step": s0,
+                    "prompt": p,
+                    "value": v,
+                    "weight": float(q),
+                    "expected_share": float(inc) / per_step,
+                    "share": n / total,
+                }
+            )
+    return points
 
 
 # ---- plots -----------------------------------------------------------------------------------------
@@ -821,11 +1187,18 @@ def make_plots(
         written.append(out / name)
 
     for xkind, name in (("samples", "curves_samples.png"), ("time", "curves_walltime.png")):
-        fig, axes = plt.subplots(len(envs), 2, figsize=(11, 3.2 * len(envs)), squeeze=False)
+        panels = [("reward_mean", "training reward"), ("eval/success", "held-out avg@k")]
+        k_eval = next((int(r.config.get("eval", {}).get("k", 0)) for r in done), 0)
+        if cfg.get("round", 1) == 2 and k_eval > 1:
+            panels += [
+                (f"eval/pass@{k_eval}", f"held-out pass@{k_eval}"),
+                (f"eval/maj@{k_eval}", f"held-out maj@{k_eval}"),
+            ]
+        fig, axes = plt.subplots(
+            len(envs), len(panels), figsize=(5.5 * len(panels), 3.2 * len(envs)), squeeze=False
+        )
         for i, env in enumerate(envs):
-            for j, (key, title) in enumerate(
-                (("reward_mean", "training reward"), ("eval/success", "held-out avg@k"))
-            ):
+            for j, (key, title) in enumerate(panels):
                 ax = axes[i, j]
                 for arm in arms:
                     rs = groups.get((env, arm), [])
@@ -849,7 +1222,7 @@ def make_plots(
                             / 3600
                         )
                     c = ARM_COLORS.get(arm)
-                    ax.plot(x, m, color=c, marker="o" if j else None, ms=3, label=ARM_LABELS.get(arm, arm))
+                    ax.plot(x, m, color=c, marker="o" if j else None, ms=3, label=_label(arm))
                     ax.fill_between(x, lo, hi, color=c, alpha=0.15)
                 xl = (
                     "samples (incl. SPO offline-init samples)"
@@ -878,7 +1251,7 @@ def make_plots(
                 width,
                 yerr=err,
                 color=ARM_COLORS.get(arm),
-                label=ARM_LABELS.get(arm, arm),
+                label=_label(arm),
                 capsize=2,
             )
         ax.set_xticks(
@@ -891,7 +1264,12 @@ def make_plots(
 
     lo_hi = cfg.get("paper", {}).get("degenerate_range", [0.6, 0.8])
     for name, keys, arms_here, ylab in (
-        ("degenerate.png", [("adv/frac_samples_in_degenerate_groups", "-")], ["grpo"], "fraction of samples"),
+        (
+            "degenerate.png",
+            [("adv/frac_samples_in_degenerate_groups", "-")],
+            [a for a in arms if a in res.get("group_arms", ["grpo"])] or ["grpo"],
+            "fraction of samples",
+        ),
         (
             "near_zero.png",
             [("adv/frac_near_zero_1e4", ":"), ("adv/frac_near_zero_0_02", "-")],
@@ -915,7 +1293,7 @@ def make_plots(
                     if not steps.size:
                         continue
                     x = steps * rs[0].batch_size
-                    lab = ARM_LABELS.get(arm, arm) + (f" {key.split('_')[-1]}" if len(keys) > 1 else "")
+                    lab = _label(arm) + (f" {key.split('_')[-1]}" if len(keys) > 1 else "")
                     ax.plot(x, _smooth(m, smooth), ls=ls, color=ARM_COLORS.get(arm), label=lab)
                     ax.fill_between(
                         x, _smooth(lo, smooth), _smooth(hi, smooth), color=ARM_COLORS.get(arm), alpha=0.12
@@ -925,6 +1303,49 @@ def make_plots(
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7)
         save(fig, name)
+
+    spo_arms = [a for a in arms if any(r.arm == a and r.algo == "spo" for r in done)]
+    if cfg.get("round", 1) == 2 and spo_arms:
+        fig, axes = plt.subplots(1, len(spo_arms), figsize=(5.6 * len(spo_arms), 3.9), squeeze=False)
+        edges = np.array([0.0, 0.1, 0.3, 0.5, 0.7, 0.9, 1.0])
+        for ax, arm in zip(axes[0], spo_arms, strict=True):
+            runs_here = [r for r in done if r.arm == arm]
+            pts = [p for r in runs_here for p in spo_sampling_points(r)]
+            if not pts:
+                continue
+            n_prompts = len({p["prompt"] for p in pts})
+            last = max(p["step"] for p in pts)
+            for part, (lo_s, hi_s), ls in (
+                ("first half", (0, last / 2), "-"),
+                ("second half", (last / 2 + 1e-9, last), "--"),
+            ):
+                sel = [p for p in pts if lo_s <= p["step"] <= hi_s]
+                xs, obs, exp_ = [], [], []
+                for a, b in itertools.pairwise(edges):
+                    inb = [p for p in sel if a <= p["value"] < b or (b == 1.0 and p["value"] == 1.0)]
+                    if not inb:
+                        continue
+                    xs.append((a + b) / 2)
+                    obs.append(mean_ci([p["share"] * n_prompts for p in inb]))
+                    exp_.append(float(np.mean([p["expected_share"] * n_prompts for p in inb])))
+                m = np.array([o["mean"] for o in obs])
+                err = np.array(
+                    [[o["mean"] - o["lo"], o["hi"] - o["mean"]] if _finite(o["lo"]) else [0, 0] for o in obs]
+                ).T
+                c = "tab:blue" if part == "first half" else "tab:green"
+                ax.errorbar(
+                    xs, m, yerr=err, color=c, marker="o", ms=4, capsize=3, ls=ls, label=f"draws, {part}"
+                )
+                ax.plot(xs, exp_, color=c, ls=":", marker="x", label=f"sampler's expectation, {part}")
+            ax.axhline(1.0, color="gray", ls=":", lw=1, label="uniform (GRPO)")
+            ax.set(
+                title=f"{_label(arm)} ({len(runs_here)} seeds)",
+                xlabel="tracker value v̂ of the prompt (binned)",
+                ylabel="share of draws × prompts",
+            )
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6)
+        save(fig, "spo_sampling.png")
     return written
 
 
@@ -943,15 +1364,15 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
-def update_readme(readme: Path, body: str) -> bool:
+def update_readme(readme: Path, body: str, begin: str = README_BEGIN, end: str = README_END) -> bool:
     """Replace the text between the README's generated-section markers; False if the markers are missing."""
     if not readme.is_file():
         return False
     text = readme.read_text()
-    pat = re.compile(re.escape(README_BEGIN) + r".*?" + re.escape(README_END), re.S)
+    pat = re.compile(re.escape(begin) + r".*?" + re.escape(end), re.S)
     if not pat.search(text):
         return False
-    readme.write_text(pat.sub(lambda _: f"{README_BEGIN}\n\n{body}\n{README_END}", text))
+    readme.write_text(pat.sub(lambda _: f"{begin}\n\n{body}\n{end}", text))
     return True
 
 
@@ -962,9 +1383,17 @@ def write_report(
     *,
     trl_dir: Path,
     update_readme_file: bool = True,
+    readme: Path | None = None,
 ) -> dict[str, Any]:
-    """Read every run under cfg['run_root'] and write results.json, results.md, the PNGs and README section."""
+    """Read every run under cfg['run_root'] and write results.json, results.md, the PNGs and README section.
+
+    Round 2 (`cfg["round"] == 2`) writes its own README section (its own markers), so the first round's
+    section stays as it is; `readme` defaults to `out/README.md`.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    _LABELS.clear()
+    _LABELS.update(ARM_LABELS)
+    _LABELS.update(cfg.get("arm_labels") or {})
     runs = read_runs(Path(cfg["run_root"]))
     main_jobs = [j for j in jobs if getattr(j, "main", True)]
     expected = [(j.env, j.arm, j.seed) for j in main_jobs]
@@ -973,7 +1402,18 @@ def write_report(
     wanted = {(j.model_tag, j.env, j.arm, j.seed) for j in main_jobs}
     main_runs = [r for r in runs if (r.model_tag, r.env, r.arm, r.seed) in wanted]
     arms, envs = list(cfg["arms"]), list(cfg["envs"])
-    res = aggregate(main_runs, arms, envs, cfg.get("simulated_time"))
+    res = aggregate(main_runs, arms, envs, cfg.get("simulated_time"), cfg.get("reference_arms", ["spo"]))
+    if cfg.get("pilot") and (Path(__file__).resolve().parent / cfg["pilot"]).is_file():
+        pilot = json.loads((Path(__file__).resolve().parent / cfg["pilot"]).read_text())
+        res["pilot"] = pilot_degenerate_share(pilot, (cfg.get("common") or {}).get("env.train_prompts"))
+        res["pilot_tried"] = [
+            pilot_degenerate_share(
+                json.loads((Path(__file__).resolve().parent / f).read_text()),
+                (cfg.get("common") or {}).get("env.train_prompts"),
+            )
+            for f in cfg.get("pilot_tried") or []
+            if (Path(__file__).resolve().parent / f).is_file()
+        ]
     others: dict[str, dict[str, Any]] = {}
     rest = [r for r in runs if (r.model_tag, r.env, r.arm, r.seed) not in wanted]
     for tag in sorted({r.model_tag for r in rest}):
@@ -984,8 +1424,15 @@ def write_report(
     (out / "results.md").write_text(f"# Learning study results\n\n{md}")
     if any(r.finished for r in main_runs):
         make_plots(cfg, main_runs, res, out)
+    repo = Path(__file__).resolve().parents[2]
+
+    def rel(x: Any) -> str:
+        """A path relative to the repository when it lies inside it (no machine paths in results)."""
+        p = Path(str(x))
+        return str(p.relative_to(repo)) if p.is_absolute() and p.is_relative_to(repo) else str(x)
+
     payload = {
-        "config": {k: v for k, v in cfg.items()},
+        "config": {k: (rel(v) if k == "run_root" else v) for k, v in cfg.items()},
         "machine": {"python": platform.python_version(), "platform": platform.platform()},
         "runs": [
             {
@@ -994,7 +1441,7 @@ def write_report(
                 "arm": r.arm,
                 "seed": r.seed,
                 "finished": r.finished,
-                "path": str(r.path),
+                "path": rel(r.path),
             }
             for r in runs
         ],
@@ -1004,5 +1451,8 @@ def write_report(
     }
     (out / "results.json").write_text(json.dumps(_jsonable(payload), indent=1))
     if update_readme_file:
-        update_readme(out / "README.md", md)
+        begin, end = README_MARKERS[int(cfg.get("round", 1))]
+        img = "" if readme is None or readme.parent == out else f"{out.relative_to(readme.parent)}/"
+        body = md if not img else render_markdown(cfg, res, main_runs, expected, trl, others, img_prefix=img)
+        update_readme(readme or out / "README.md", body, begin, end)
     return payload

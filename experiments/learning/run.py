@@ -1,17 +1,19 @@
-"""Run the learning study: `.venv/bin/python experiments/learning/run.py [--quick] [--model M] [--only ARM/ENV]`.
+"""Run the learning study: `.venv/bin/python experiments/learning/run.py [--round 2] [--quick] [--only ARM/ENV]`.
 
 One command trains every (arm, env, seed) in `config.yaml` that has not finished yet, runs the TRL
 reference, and regenerates `results.json`, `results.md`, the PNG plots and the generated section of
 `README.md`. Runs go in-process through `agentrl.trainer.Trainer`, one directory each under
 `run_root/<model>/`; a run with a `summary.json` is skipped, and one that was killed resumes from its
 last checkpoint, so the study can be stopped and restarted at any point (`--report-only` just rebuilds
-the report from whatever has finished).
+the report from whatever has finished). `--round 2` runs the second round (`config.yaml`'s `round2:`
+block: its own run root, report folder and README section, so the first round's results stay as they are).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import fnmatch
 import json
 import re
@@ -42,6 +44,7 @@ class Job:
     name: str
     overrides: list[str] = field(default_factory=list)
     main: bool = True  # part of the main grid (False: the optional smollm2 block)
+    preset: str | None = None  # a settings file under agentrl/presets/ applied before the overrides
 
     @property
     def run_dir(self) -> Path:
@@ -56,13 +59,28 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def load_study_config(path: Path, quick: bool = False) -> dict[str, Any]:
+def load_study_config(path: Path, quick: bool = False, round_: int = 1) -> dict[str, Any]:
     """The study config, with the `quick:` block applied for smoke runs.
 
-    In quick mode `common` is replaced, not merged: the smoke budget must not inherit the full one.
+    Round 2 takes the `round2:` block's top-level keys in place of the first round's (a shallow
+    replacement: its `arms`, `common`, `seeds` ... never mix with round 1's); keys it does not name
+    (`simulated_time`, `paper`) are shared. In quick mode `common` is replaced, not merged: the smoke
+    budget must not inherit the full one.
     """
     cfg = yaml.safe_load(path.read_text())
+    round2 = cfg.pop("round2", None)
+    if round_ == 2:
+        if not round2:
+            raise SystemExit(f"learning study: {path} has no round2: block")
+        cfg.pop("quick", None)
+        cfg.pop("smollm2", None)
+        cfg = {**cfg, **copy.deepcopy(round2)}
+    elif round_ != 1:
+        raise SystemExit(f"learning study: --round must be 1 or 2, got {round_}")
+    cfg["round"] = round_
     quick_block = cfg.pop("quick", {}) or {}
+    if quick and not quick_block:
+        raise SystemExit(f"learning study: round {round_} of {path} has no quick: block")
     if quick:
         common = quick_block.pop("common", None)
         cfg = deep_merge(cfg, quick_block)
@@ -135,7 +153,9 @@ def build_jobs(
                     ov: dict[str, Any] = dict(cfg.get("common", {}))
                     ov.update((cfg.get("env_overrides") or {}).get(env, {}))
                     ov.update(extra)
-                    ov.update(cfg["arms"][arm])
+                    arm_ov = dict(cfg["arms"][arm])
+                    preset = arm_ov.pop("preset", None)
+                    ov.update(arm_ov)
                     ov.update(
                         {
                             "name": name,
@@ -146,10 +166,74 @@ def build_jobs(
                             "model.device": dev,
                         }
                     )
+                    if block == 0 and cfg.get("budget_samples"):
+                        ov["steps"] = steps_for_budget(int(cfg["budget_samples"]), preset, ov)
                     jobs.append(
-                        Job(arm, env, int(seed), mdl, tag, root, name, _override_strings(ov), block == 0)
+                        Job(
+                            arm,
+                            env,
+                            int(seed),
+                            mdl,
+                            tag,
+                            root,
+                            name,
+                            _override_strings(ov),
+                            block == 0,
+                            preset,
+                        )
                     )
     return jobs
+
+
+def preset_path(name: str | None) -> Path | None:
+    """A preset shipped with agentrl (`spo-recipe`) or a settings file path."""
+    if name is None:
+        return None
+    from agentrl.cli.train import _config_path
+
+    p = _config_path(name)
+    if not p.is_file():
+        raise SystemExit(f"learning study: preset {name!r} is neither a shipped preset nor a file")
+    return p
+
+
+def offline_samples(c: Any) -> int:
+    """Samples the algorithm spends before step 1 (SPO's offline tracker pass): prompts × offline_n0.
+
+    The pass covers the first `algo.offline_prompts` train prompts, or all of them, and never more than
+    `env.train_prompts` (training sees only those).
+    """
+    a = c.algo
+    if a.name != "spo" or not a.offline_init:
+        return 0
+    limits = [x for x in (a.offline_prompts, c.env.train_prompts) if x]
+    if limits:
+        n = min(limits)
+    else:
+        import gymnasium
+
+        import agentrl.envs  # noqa: F401  (registers the envs)
+
+        env = gymnasium.make(c.env.id, **c.env.kwargs).unwrapped
+        n = len(env.task_ids("train"))
+        env.close()
+    return int(n) * int(a.offline_n0)
+
+
+def steps_for_budget(budget: int, preset: str | None, ov: dict[str, Any]) -> int:
+    """Training steps that make steps × batch_size + offline samples equal `budget`; else an error."""
+    from agentrl.config import load_config
+    from agentrl.train_config import TrainConfig
+
+    c = load_config(TrainConfig, preset_path(preset), _override_strings({**ov, "steps": 1}))
+    left = budget - offline_samples(c)
+    b = c.rollout.batch_size
+    if left < b or left % b:
+        raise SystemExit(
+            f"learning study: budget_samples {budget} minus {offline_samples(c)} offline samples is not a "
+            f"positive multiple of rollout.batch_size {b} (arm {ov.get('algo.name')}, preset {preset})"
+        )
+    return left // b
 
 
 def resolve(job: Job) -> Any:
@@ -157,15 +241,26 @@ def resolve(job: Job) -> Any:
     from agentrl.config import load_config
     from agentrl.train_config import TrainConfig
 
-    return load_config(TrainConfig, None, job.overrides)
+    return load_config(TrainConfig, preset_path(job.preset), job.overrides)
 
 
-def check_equal_budget(jobs: list[Job]) -> dict[str, int]:
-    """Training samples per run (steps × batch_size) must be equal across arms for a model and env."""
+def job_budget(job: Job, count_offline: bool) -> int:
+    """A run's sample budget: steps × batch_size, plus the offline pass's samples when they count."""
+    c = resolve(job)
+    return c.steps * c.rollout.batch_size + (offline_samples(c) if count_offline else 0)
+
+
+def check_equal_budget(jobs: list[Job], count_offline: bool = False) -> dict[str, int]:
+    """Samples per run must be equal across arms for a model and env.
+
+    Round 1 counts training samples (steps × batch_size; SPO's offline pass is listed beside them);
+    round 2 (`count_offline`) counts every sampled trajectory, the offline pass included, and gives the
+    SPO arms fewer steps to match. Every trajectory of a batch counts, so GRPO's samples in degenerate
+    groups (zero advantage) are spent like any other.
+    """
     budgets: dict[str, dict[str, int]] = {}
     for j in jobs:
-        c = resolve(j)
-        budgets.setdefault(f"{j.model_tag}/{env_short(j.env)}", {})[j.arm] = c.steps * c.rollout.batch_size
+        budgets.setdefault(f"{j.model_tag}/{env_short(j.env)}", {})[j.arm] = job_budget(j, count_offline)
     out: dict[str, int] = {}
     for key, b in budgets.items():
         values = set(b.values())
@@ -196,14 +291,34 @@ def run_job(job: Job, log: Any = print) -> str:
     """Train one run unless it has finished; resume it if it was killed after a checkpoint.
 
     A run killed before its first checkpoint has nothing to resume, and its partial metrics.jsonl
-    would be appended to; its directory is removed and the run starts again.
+    would be appended to; its directory is removed and the run starts again. A lock file beside the
+    run directory lets several run.py processes share one grid: a run another process is training is
+    skipped ("busy").
     """
-    from agentrl.checkpoint import latest_checkpoint
-    from agentrl.trainer import Trainer
 
     run_dir = job.run_dir
     if (run_dir / "summary.json").is_file():
         return "done"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir.parent / f".{job.name}.lock", "w")  # noqa: SIM115  (held for the whole run)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        lock.close()
+        return "busy"  # another run.py process is training it
+    try:
+        if (run_dir / "summary.json").is_file():
+            return "done"
+        return _train(job, run_dir, log)
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+
+
+def _train(job: Job, run_dir: Path, log: Any) -> str:
+    from agentrl.checkpoint import latest_checkpoint
+    from agentrl.trainer import Trainer
+
     ckpt = latest_checkpoint(run_dir / "checkpoints") if (run_dir / "checkpoints").is_dir() else None
     if ckpt is None and run_dir.exists():
         shutil.rmtree(run_dir)
@@ -225,8 +340,8 @@ def run_trl(cfg: dict[str, Any], args: argparse.Namespace, out_dir: Path, log: A
         out = out_dir / f"seed{seed}.json"
         if out.is_file() and json.loads(out.read_text()).get("status") == "ok":
             continue
-        cmd = [sys.executable, str(HERE / "trl_reference.py"), "--config", str(args.config)]
-        cmd += ["--seed", str(seed), "--out", str(out)]
+        cmd = [sys.executable, str(HERE / t.get("script", "trl_reference.py")), "--config", str(args.config)]
+        cmd += ["--seed", str(seed), "--out", str(out), "--round", str(cfg.get("round", 1))]
         if args.quick:
             cmd.append("--quick")
         if args.model:
@@ -234,7 +349,7 @@ def run_trl(cfg: dict[str, Any], args: argparse.Namespace, out_dir: Path, log: A
         if args.device:
             cmd += ["--device", args.device]
         log(f"  TRL reference, seed {seed}")
-        rc = subprocess.run(cmd, cwd=REPO).returncode
+        rc = subprocess.run(cmd, cwd=REPO, timeout=float(t.get("timeout_s", 3600))).returncode
         if rc != 0:
             log(f"    TRL reference failed (exit {rc}); see {out}")
 
@@ -242,12 +357,14 @@ def run_trl(cfg: dict[str, Any], args: argparse.Namespace, out_dir: Path, log: A
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=HERE / "config.yaml")
+    ap.add_argument("--round", type=int, default=1, choices=(1, 2), help="study round (2: config's round2:)")
     ap.add_argument(
         "--quick", action="store_true", help="smoke budget (config's quick: block), out to quick/"
     )
     ap.add_argument("--model", default=None, help="any model name or path (default: config's `model`)")
     ap.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: config's)")
     ap.add_argument("--only", action="append", default=None, metavar="ARM/ENV", help="globs; repeatable")
+    ap.add_argument("--seeds", default=None, help="only these seeds, comma-separated (e.g. 3,4)")
     ap.add_argument("--smollm2", action="store_true", help="also train the config's smollm2-135m block")
     ap.add_argument("--skip-trl", action="store_true", help="do not run the TRL reference")
     ap.add_argument("--trl-only", action="store_true", help="run only the missing TRL seeds, then the report")
@@ -255,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None, help="report folder (default: here; --quick: quick/)")
     args = ap.parse_args(argv)
 
-    cfg = load_study_config(args.config, args.quick)
+    cfg = load_study_config(args.config, args.quick, args.round)
     if args.model:
         cfg["model"] = args.model
     if args.device:
@@ -265,11 +382,14 @@ def main(argv: list[str] | None = None) -> int:
         if not Path(cfg["run_root"]).is_absolute()
         else cfg["run_root"]
     )
-    out = args.out or (HERE / "quick" if args.quick else HERE)
+    out = args.out or (HERE / "quick" if args.quick else HERE / cfg.get("out", "."))
     out.mkdir(parents=True, exist_ok=True)
     all_jobs = build_jobs(cfg, smollm2=args.smollm2)
-    budgets = check_equal_budget(all_jobs)
+    budgets = check_equal_budget(all_jobs, count_offline=args.round == 2)
     jobs = [] if args.trl_only else select(all_jobs, args.only)
+    if args.seeds:
+        keep = {int(x) for x in args.seeds.split(",")}
+        jobs = [j for j in jobs if j.seed in keep]
     trl_dir = Path(cfg["run_root"]) / model_tag(cfg["model"]) / "trl"
 
     if not args.report_only:
@@ -280,8 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         for i, job in enumerate(jobs, 1):
             print(f"  [{time.perf_counter() - t0:7.0f} s] {i}/{len(jobs)} {job.model_tag}/{job.name}")
             status = run_job(job)
-            if status == "done":
-                print("    already finished, skipped")
+            if status in ("done", "busy"):
+                print(
+                    f"    {'already finished' if status == 'done' else 'being trained by another process'}, skipped"
+                )
         if args.trl_only or (not args.skip_trl and not args.only):
             trl_dir.mkdir(parents=True, exist_ok=True)
             run_trl(cfg, args, trl_dir)
@@ -289,7 +411,14 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(HERE))
     from report import write_report
 
-    write_report(cfg, all_jobs, out, trl_dir=trl_dir, update_readme_file=not args.quick and args.out is None)
+    write_report(
+        cfg,
+        all_jobs,
+        out,
+        trl_dir=trl_dir,
+        update_readme_file=not args.quick and args.out is None,
+        readme=HERE / "README.md",
+    )
     print(f"wrote {out}/results.json, results.md and plots")
     return 0
 

@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             f'.venv/bin/pip install "torch=={torch.__version__.split("+")[0]}" trl accelerate datasets'
         ) from None
 
-    cfg = load_study_config(args.config, args.quick)
+    cfg = load_study_config(args.config, args.quick, args.round)
     c = cfg["common"]
     steps, batch, group = int(c["steps"]), int(c["rollout.batch_size"]), int(c.get("algo.group_size", 8))
     lr = float(c.get("optim.lr", 2e-5))
@@ -271,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=HERE / "config.yaml")
     ap.add_argument("--quick", action="store_true", help="the config's quick: budget")
+    ap.add_argument("--round", type=int, default=1, choices=(1, 2), help="study round")
     ap.add_argument("--model", default=None, help="default: the config's model")
     ap.add_argument("--device", default=None)
     ap.add_argument("--env", default=None, help="default: the config's trl.env")

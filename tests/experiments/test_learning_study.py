@@ -421,3 +421,226 @@ def test_claims_show_the_whole_interval_of_a_difference(tmp_path: Path) -> None:
     )
     headline = claim.split(" pp → ")[0]  # the average's interval, before the per-env figures
     assert headline.endswith(f"[{avg['lo'] * 100:.1f}, {avg['hi'] * 100:.1f}]")
+
+
+# ---- round 2: its config block, the budget in samples and tokens, the new report parts ------------------
+
+
+def test_round2_config_is_its_own_block() -> None:
+    one = study.load_study_config(STUDY / "config.yaml")
+    two = study.load_study_config(STUDY / "config.yaml", round_=2)
+    assert one["round"] == 1 and two["round"] == 2 and "round2" not in one and "round2" not in two
+    # round 2 replaces round 1's grid keys and shares the rest
+    assert two["run_root"] != one["run_root"] and two["out"] == "round2"
+    assert set(two["arms"]) == {"spo_recipe", "spo", "grpo", "rloo", "drgrpo", "no_baseline"}
+    assert len(two["seeds"]) >= 5 and two["env_models"] == {}
+    assert two["simulated_time"] == one["simulated_time"] and two["paper"] == one["paper"]
+    assert "smollm2" not in two and two["quick"] is False
+    with pytest.raises(SystemExit, match="round"):
+        study.load_study_config(STUDY / "config.yaml", round_=3)
+    with pytest.raises(SystemExit, match="no quick"):  # never a full grid under the smoke flag
+        study.load_study_config(STUDY / "config.yaml", quick=True, round_=2)
+
+
+def test_round2_budget_counts_the_offline_pass() -> None:
+    cfg = study.load_study_config(STUDY / "config.yaml", round_=2)
+    jobs = study.build_jobs(cfg)
+    assert len(jobs) == 6 * len(cfg["seeds"])
+    budget = int(cfg["budget_samples"])
+    assert study.check_equal_budget(jobs, count_offline=True) == {f"{jobs[0].model_tag}/calculator": budget}
+    by_arm = {j.arm: study.resolve(j) for j in jobs}
+    recipe, spo, grpo = by_arm["spo_recipe"], by_arm["spo"], by_arm["grpo"]
+    # the preset is applied under the study's overrides
+    assert recipe.algo.divergence == "replay" and recipe.algo.adv_std_ddof == 1
+    assert spo.algo.divergence == "odometer" and recipe.env.train_prompts == 32
+    b = grpo.rollout.batch_size
+    off = min(recipe.algo.offline_prompts or 10**9, recipe.env.train_prompts) * recipe.algo.offline_n0
+    assert study.offline_samples(recipe) == off and study.offline_samples(grpo) == 0
+    assert recipe.steps * b + off == grpo.steps * b == budget and recipe.steps < grpo.steps
+    # the prompt set is larger than a batch: prioritised sampling (without replacement) can act
+    assert recipe.env.train_prompts > recipe.rollout.batch_size
+    # counting training samples only, the SPO arms would be short by their offline pass
+    with pytest.raises(SystemExit, match="unequal"):
+        study.check_equal_budget(jobs, count_offline=False)
+
+
+def test_offline_samples_and_steps_for_budget() -> None:
+    from agentrl.config import load_config
+    from agentrl.train_config import TrainConfig
+
+    def cfg(*ov: str) -> object:
+        return load_config(TrainConfig, None, list(ov))
+
+    assert (
+        study.offline_samples(cfg("algo.offline_prompts=64", "env.train_prompts=10", "algo.offline_n0=4"))
+        == 40
+    )
+    assert (
+        study.offline_samples(cfg("algo.offline_prompts=5", "env.train_prompts=10", "algo.offline_n0=4"))
+        == 20
+    )
+    assert study.offline_samples(cfg("algo.offline_init=false")) == 0
+    assert study.offline_samples(cfg("algo.name=rloo")) == 0
+    ov = {"algo.name": "spo", "env.train_prompts": 8, "algo.offline_n0": 2, "rollout.batch_size": 4}
+    assert study.steps_for_budget(40, None, ov) == (40 - 16) // 4
+    assert study.steps_for_budget(40, None, {**ov, "algo.name": "grpo"}) == 10
+    with pytest.raises(SystemExit, match="multiple"):
+        study.steps_for_budget(42, None, ov)
+    with pytest.raises(SystemExit, match="multiple"):
+        study.steps_for_budget(16, None, ov)  # nothing left to train on
+
+
+def test_generated_tokens_count_every_sample() -> None:
+    rows = [
+        {"step": 1, "reward_mean": 0.0, "tokens/model_mean": 10.0, "batch/size": 8},
+        {"step": 2, "reward_mean": 0.5, "tokens/model_mean": 20.0},  # no batch/size: the config's
+        {"step": 3, "reward_mean": 0.5},  # no token count logged: skipped
+    ]
+    t = report.generated_tokens(rows, 8)
+    assert t == {"train": 240.0, "offline_est": 0.0, "total": 240.0}
+    t = report.generated_tokens(rows, 8, offline_samples=16)
+    assert t["offline_est"] == 160.0 and t["total"] == 400.0  # the first step's mean × offline samples
+    assert report.generated_tokens([], 8, 16)["total"] == 0.0
+
+
+def test_pilot_degenerate_share() -> None:
+    pilot = {
+        "k": 8,
+        "temperature": 1.0,
+        "prompts": [{"n": 8, "c": c} for c in (0, 8, 3, 0, 5, 0)],
+    }
+    p = report.pilot_degenerate_share(pilot, 4)
+    assert p["prompts"] == 4 and p["mean"] == pytest.approx(0.75)
+    assert p["all_fail"] == 2 and p["all_pass"] == 1 and p["lo"] < 0.75 < p["hi"]
+    assert report.pilot_degenerate_share(pilot, None)["mean"] == pytest.approx(4 / 6)
+
+
+def test_sampler_weight_and_sampling_points(tmp_path: Path) -> None:
+    torch = pytest.importorskip("torch")
+    w = report.sampler_weight(np.array([0.0, 0.5, 1.0]), 0.05)
+    assert w.sum() == pytest.approx(1.0) and w[1] > w[0] == pytest.approx(w[2])
+    d = tmp_path / "m" / "calculator-spo-s0"
+    (d / "checkpoints" / "step_000002").mkdir(parents=True)
+    off = tmp_path / "offline.json"
+    off.write_text(json.dumps({"rewards": {"a": [0.0, 0.0], "b": [1.0, 0.0]}}))
+    state = {
+        "step": 2,
+        "algorithm": {"tracker": {"prompt_ids": ["a", "b"], "alpha": [1.0, 3.0], "beta": [3.0, 1.0]}},
+    }
+    torch.save(state, d / "checkpoints" / "step_000002" / "state.pt")
+    draws = ["b", "b", "a", "b", "a", "a", "a", "b"]  # steps 1-2: 3 b, 1 a; steps 3-4: 3 a, 1 b
+    (d / "rollouts.jsonl").write_text(
+        "".join(json.dumps({"step": 1 + i // 2, "prompt_id": p}) + "\n" for i, p in enumerate(draws))
+    )
+    run = report.Run(
+        path=d,
+        arm="spo",
+        env="e",
+        seed=0,
+        model_tag="m",
+        config={"algo": {"name": "spo", "sampler_eps": 0.05, "init_smoothing": 0.5}},
+        rows=[],
+        summary={"offline_init": {"path": str(off), "prompts": 2}},
+    )
+    pts = {(p["step"], p["prompt"]): p for p in report.spo_sampling_points(run)}
+    assert pts[(0, "a")]["value"] == pytest.approx(0.5 / 3) and pts[(0, "b")]["value"] == pytest.approx(0.5)
+    assert pts[(0, "b")]["share"] == 0.75 and pts[(2, "a")]["share"] == 0.75
+    assert pts[(2, "b")]["value"] == pytest.approx(0.75)
+    assert pts[(0, "a")]["weight"] + pts[(0, "b")]["weight"] == pytest.approx(1.0)
+    # batch 0 (not in the config): the sampler's expectation is its probability per draw
+    assert pts[(0, "b")]["expected_share"] == pytest.approx(pts[(0, "b")]["weight"])
+    inc = report.inclusion_probabilities(np.array([0.1, 0.1, 0.8]), 1, draws=4000)
+    assert inc == pytest.approx([0.1, 0.1, 0.8], abs=0.03)
+    inc = report.inclusion_probabilities(np.array([0.05, 0.05, 0.9]), 2, draws=4000)
+    assert inc.sum() == pytest.approx(2.0) and inc[2] > 0.98  # without replacement: at most once
+    assert report.inclusion_probabilities(np.array([0.2, 0.8]), 2).tolist() == [1.0, 1.0]
+
+
+def test_round2_report_has_its_own_readme_section(tmp_path: Path) -> None:
+    cfg = _fake_study(tmp_path)
+    cfg.update(
+        round=2, reference_arms=["spo"], arm_labels={"spo": "SPO (test)"}, envs=["agentrl/Calculator-v0"]
+    )
+    cfg["arms"] = {
+        "spo": {"algo.name": "spo"},
+        "grpo": {"algo.name": "grpo"},
+        "no_baseline": {"algo.name": "no_baseline"},
+    }
+    cfg["pilot"] = None
+    out = tmp_path / "out"
+    out.mkdir()
+    b2, e2 = report.README_MARKERS[2]
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{report.README_BEGIN}\nround one\n{report.README_END}\n{b2}\nold\n{e2}\n")
+    trl_dir = tmp_path / "trl"
+    trl_dir.mkdir()
+    for seed in (0, 1):
+        res = {
+            "status": "ok",
+            "mode": "multi-turn tools (environment_factory)",
+            "seed": seed,
+            "trl_version": "x",
+            "train_samples": 64,
+            "group_size": 4,
+            "eval_tasks": 4,
+            "eval_k": 4,
+            "before": None,
+            "after": {"avg": 0.2 + 0.01 * seed, "pass": 0.3, "maj": 0.2},
+            "train_seconds": 3.0,
+            "total_seconds": 5.0,
+            "history": [{"step": 1, "frac_reward_zero_std": 0.75}, {"step": 2, "frac_reward_zero_std": 0.5}],
+        }
+        (trl_dir / f"seed{seed}.json").write_text(json.dumps(res))
+    report.write_report(cfg, study.build_jobs(cfg), out, trl_dir=trl_dir, readme=readme)
+    text = readme.read_text()
+    assert "TRL GRPO (multi-turn, tools; outside reference) | 2 |" in text
+    assert "SPO (test) − TRL GRPO (multi-turn) | Calculator-v0 | +" in text
+    assert "first step 0.75" in text and "multi-turn with tools" in text
+    assert "round one" in text and "old" not in text  # round 1's section is left alone
+    assert "SPO (test) − GRPO" in text and "(out/spo_sampling.png)" in text
+    assert "### Budget per run" in text and "tokens ÷ GRPO's" in text
+    assert "GRPO samples in degenerate groups" in text
+    data = json.loads((out / "results.json").read_text())["results"]
+    assert (
+        data["group_arms"] == ["grpo"] and data["budget"]["agentrl/Calculator-v0|spo"]["offline_samples"] == 8
+    )
+
+
+def test_run_job_skips_a_run_another_process_holds(tmp_path: Path) -> None:
+    import fcntl
+
+    job = study.Job("spo", "agentrl/Calculator-v0", 0, "m", "m", str(tmp_path), "calculator-spo-s0")
+    with open(tmp_path / ".calculator-spo-s0.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert study.run_job(job) == "busy"
+    (tmp_path / "calculator-spo-s0" / "summary.json").write_text("{}")
+    assert study.run_job(job) == "done"
+
+
+def test_trl_multiturn_template_renders_tool_calls() -> None:
+    trl_mt = _load("trl_multiturn")
+    from transformers import AutoTokenizer
+
+    from agentrl.models import model_path
+
+    tok = AutoTokenizer.from_pretrained(model_path("tiny"))
+    tok.chat_template = trl_mt.tool_calling_template(tok.chat_template)
+
+    msgs = [
+        {"role": "user", "content": "U"},
+        {
+            "role": "assistant",
+            "content": "",
+            "tool_calls": [
+                {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "3 * 4"}}}
+            ],
+        },
+        {"role": "tool", "name": "calculator", "content": "12"},
+    ]
+    text = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    assert '<tool_call>{"name": "calculator", "arguments": {"expression": "3 * 4"}}</tool_call>' in text
+    assert "<tool_response>\n12\n</tool_response>" in text
+    with pytest.raises(ValueError, match="template"):
+        trl_mt.tool_calling_template("{{ messages }}")
+    env_cls = trl_mt.make_environment_class(None)
+    assert env_cls().calculator("6 * 7") == "42" and env_cls().calculator("1/0").startswith("error")
