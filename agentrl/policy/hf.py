@@ -86,8 +86,11 @@ def sample_rows(
                 cum = torch.cumsum(sorted_p, dim=-1)
                 drop = (cum - sorted_p) > top_p * cum[:, -1:]  # keep the smallest prefix reaching top_p
                 probs = probs.scatter(-1, order, sorted_p.masked_fill(drop, 0.0))
+            # the uniforms come from each request's own CPU generator, so a seed draws the same
+            # numbers on every device; they then join the logits' device
             u = torch.cat([torch.rand(1, generator=generators[i], dtype=torch.float64) for i in rows])
             cdf = torch.cumsum(probs.double(), dim=-1)
+            u = u.to(cdf.device)
             tok = torch.searchsorted(cdf, (u * cdf[:, -1])[:, None], right=True)[:, 0]
             tok = torch.minimum(tok, (probs > 0).cumsum(-1).argmax(-1))  # rounding at the top end
             lp = logp.gather(-1, tok[:, None])[:, 0]
