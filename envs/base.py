@@ -164,6 +164,11 @@ class ToolEnv(gymnasium.Env[str, str]):
         """Outcome reward in [0, 1]; the default compares numbers as numbers and text as text."""
         return float(answers_match(answer, task.answer))
 
+    async def ascore(self, task: Task, answer: str) -> float:
+        """`score`'s async twin, which `astep` awaits: override it when scoring awaits the outside
+        world (a grader service, a sandboxed checker), so it runs on the episode's own loop."""
+        return self.score(task, answer)
+
     def expert_action(self) -> str:
         """The scripted expert's next action, computed from `self.messages` (tool results included)."""
         raise NotImplementedError(f"{type(self).__name__} has no scripted expert")
@@ -307,7 +312,7 @@ class ToolEnv(gymnasium.Env[str, str]):
         info: dict[str, Any] = {"prompt_id": self.prompt_id(self.task, self.episode_split), "turn": self.turn}
         if parsed is not None and parsed.answer is not None:
             terminated = True
-            reward = self._safe_score(self.task, parsed.answer, info)
+            reward = await self._safe_score(self.task, parsed.answer, info)
             info["answer"] = parsed.answer
             info["correct"] = reward >= 1.0
         else:
@@ -424,9 +429,9 @@ class ToolEnv(gymnasium.Env[str, str]):
             result = dataclasses.replace(result, name=shorten(result.name), content=str(result.content))
         return result, delay
 
-    def _safe_score(self, task: Task, answer: str, info: dict[str, Any]) -> float:
+    async def _safe_score(self, task: Task, answer: str, info: dict[str, Any]) -> float:
         try:
-            value = float(self.score(task, answer))
+            value = float(await self.ascore(task, answer))
         except Exception as e:  # a scoring bug must not end a training run; it is logged and visible
             log.warning("%s.score failed on %r: %s", type(self).__name__, answer[:200], e)
             info["score_error"] = f"{type(e).__name__}: {e}"

@@ -138,7 +138,7 @@ SCORERS: dict[str, Callable[..., float]] = {
 }
 
 
-# ---- an async scorer runs on one shared background loop ------------------------------------------
+# ---- an async scorer called from synchronous code runs on one shared background loop ------------
 
 _SCORER_LOOP: asyncio.AbstractEventLoop | None = None
 _SCORER_LOCK = threading.Lock()
@@ -163,8 +163,22 @@ class _Scorer:
     is_async: bool
     timeout: float
 
+    def _args(self, prediction: str, answer: Any, row: Mapping[str, Any]) -> tuple[Any, ...]:
+        return (prediction, answer, row) if self.takes_row else (prediction, answer)
+
+    async def acall(self, prediction: str, answer: Any, row: Mapping[str, Any]) -> Any:
+        """Score on the caller's loop: an async scorer is awaited there, under the timeout."""
+        args = self._args(prediction, answer, row)
+        if not self.is_async:
+            return self.fn(*args)
+        try:
+            return await asyncio.wait_for(self.fn(*args), self.timeout)
+        except TimeoutError:
+            raise TimeoutError(f"scorer {self.spec} took longer than {self.timeout:g} s") from None
+
     def __call__(self, prediction: str, answer: Any, row: Mapping[str, Any]) -> Any:
-        args = (prediction, answer, row) if self.takes_row else (prediction, answer)
+        """Score from synchronous code: an async scorer runs on the shared background loop."""
+        args = self._args(prediction, answer, row)
         if not self.is_async:
             return self.fn(*args)
         fut = asyncio.run_coroutine_threadsafe(self.fn(*args), _scorer_loop())
@@ -608,6 +622,9 @@ class DatasetEnv(ToolEnv):
 
     def score(self, task: Task, answer: str) -> float:
         return float(self.scorer(answer, task.answer, task.data["row"]))
+
+    async def ascore(self, task: Task, answer: str) -> float:
+        return float(await self.scorer.acall(answer, task.answer, task.data["row"]))
 
     def expert_action(self) -> str:
         """Answer with the dataset's answer directly (a demonstration for supervised warm-starts)."""

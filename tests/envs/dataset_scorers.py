@@ -17,3 +17,18 @@ async def async_exact(prediction: str, answer: str, row: dict[str, Any]) -> floa
 
 def not_a_number(prediction: str, answer: str) -> str:
     return "yes"
+
+
+LOOPS: list[asyncio.AbstractEventLoop] = []  # the loop each call of `loop_recording` ran on
+
+
+async def loop_recording(prediction: str, answer: str) -> float:
+    LOOPS.append(asyncio.get_running_loop())
+    await asyncio.sleep(0)
+    return float(prediction.strip() == str(answer).strip())
+
+
+async def slow_when_wrong(prediction: str, answer: str) -> float:
+    if prediction.strip() != str(answer).strip():
+        await asyncio.sleep(30)
+    return 1.0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 from pathlib import Path
@@ -155,6 +156,24 @@ def test_csv_split_column_import_path_and_async_scorers(tmp_path: Path) -> None:
     assert env.step("<answer>Lima</answer>")[1] == 1.0
     env.reset(options={"task_id": 0})
     assert env.step("<answer>Quito</answer>")[1] == 0.0
+
+
+async def test_astep_awaits_an_async_scorer_on_the_episodes_own_loop(tmp_path: Path) -> None:
+    from tests.envs import dataset_scorers
+
+    path = write_jsonl(tmp_path / "qa.jsonl", [{"prompt": "Capital of Peru?", "answer": "Lima"}] * 2)
+    env = DatasetEnv(path, scorer="tests.envs.dataset_scorers:loop_recording", test_size=0)
+    probes = len(dataset_scorers.LOOPS)  # construction probes the scorer from synchronous code
+    await env.areset(options={"task_id": 0})
+    _, reward, terminated, _, _ = await env.astep("<answer>Lima</answer>")
+    assert terminated and reward == 1.0
+    assert dataset_scorers.LOOPS[probes:] == [asyncio.get_running_loop()]  # not a background loop
+    slow = DatasetEnv(
+        path, scorer="tests.envs.dataset_scorers:slow_when_wrong", test_size=0, scorer_timeout=0.05
+    )
+    await slow.areset(options={"task_id": 0})
+    _, reward, terminated, _, info = await slow.astep("<answer>Quito</answer>")
+    assert terminated and reward == 0.0 and "took longer than 0.05 s" in info["score_error"]
 
 
 def test_files_per_split_in_a_directory_and_per_task_tools(tmp_path: Path) -> None:
