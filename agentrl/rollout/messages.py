@@ -1,8 +1,9 @@
 """Trajectories as OpenAI chat messages, and JSONL files of them (the schema: docs/trajectory-jsonl.md).
 
-The model writes tool calls inline (`<tool_call>{...}</tool_call>`); here each assistant turn becomes an
-OpenAI assistant message whose parsed calls are `tool_calls` entries (with ids), and each tool result a
-`tool` message pointing at its call by `tool_call_id`. One JSONL row per episode carries the messages,
+The model writes tool calls inline, in its tool-call format (`<tool_call>{...}</tool_call>` for Hermes,
+bare JSON for Llama 3.x and plain JSON, `[TOOL_CALLS][...]` for Mistral); here each assistant turn
+becomes an OpenAI assistant message whose parsed calls are `tool_calls` entries (with ids), and each
+tool result a `tool` message pointing at its call by `tool_call_id`. One JSONL row per episode carries the messages,
 the tool schemas, the reward, status, per-turn timings and the policy version, and is readable as a
 demonstration by anything that reads OpenAI chat fine-tuning data.
 
@@ -21,10 +22,11 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from agentrl.tools.base import parse_action
+from agentrl.tools.base import json_spans, parse_action
+from agentrl.tools.formats import MISTRAL_CALLS, ToolFormat, get_tool_format
 from agentrl.types import Trajectory
 
-# Hermes-format call blocks in assistant text (the bundled envs' format; other formats stay as text)
+# Hermes-format call blocks in assistant text (the bundled envs' default format)
 TOOL_CALL_RE = re.compile(r"<tool_call>(.*?)</tool_call>", re.DOTALL)
 
 __all__ = [
@@ -42,10 +44,56 @@ SCHEMA_VERSION = 1
 MAX_CALLS_PER_TURN = 8  # what the env's parser executes; further calls stay in the text
 
 
-def to_openai_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Env-format messages (tool calls inline in assistant text, `tool` messages with a `name`) to
-    OpenAI chat messages with `tool_calls` and `tool_call_id`. Blocks that did not parse as a call
-    (bad JSON, over the per-turn limit) stay in the assistant's text, as the model wrote them."""
+def _openai_call(name: str, arguments: Any, turn: int, index: int) -> dict[str, Any]:
+    return {
+        "id": f"call_{turn}_{index}",
+        "type": "function",
+        "function": {"name": name, "arguments": json.dumps(arguments, ensure_ascii=False)},
+    }
+
+
+def _lift_hermes(text: str, turn: int) -> tuple[str, list[dict[str, Any]]]:
+    """Each `<tool_call>` block that parses becomes a call; the others stay in the text."""
+    calls: list[dict[str, Any]] = []
+
+    def lift(match: Any) -> str:
+        if len(calls) >= MAX_CALLS_PER_TURN:
+            return str(match.group(0))
+        parsed = parse_action(match.group(0))
+        if len(parsed.tool_calls) != 1 or parsed.errors:
+            return str(match.group(0))
+        call = parsed.tool_calls[0]
+        calls.append(_openai_call(call.name, call.arguments, turn, len(calls)))
+        return ""
+
+    text = TOOL_CALL_RE.sub(lift, text)
+    return (text.strip() if calls else text), calls
+
+
+def _lift_other(text: str, fmt: ToolFormat, turn: int) -> tuple[str, list[dict[str, Any]]]:
+    """A turn in a JSON or Mistral format: its calls are lifted only when the whole turn parses
+    cleanly (as the env read it); the text left is what surrounds the calls."""
+    parsed = fmt.parse(text, MAX_CALLS_PER_TURN)
+    if not parsed.tool_calls or parsed.errors:
+        return text, []
+    calls = [_openai_call(c.name, c.arguments, turn, i) for i, c in enumerate(parsed.tool_calls)]
+    if fmt.name == "mistral":
+        rest = text.split(MISTRAL_CALLS)[0] if MISTRAL_CALLS in text else ""
+    else:
+        rest = text
+        for start, end in reversed(json_spans(text)[0]):
+            if '"name"' in text[start:end]:
+                rest = rest[:start] + rest[end:]
+    return rest.strip(), calls
+
+
+def to_openai_messages(
+    messages: Sequence[Mapping[str, Any]], tool_format: str | ToolFormat = "hermes"
+) -> list[dict[str, Any]]:
+    """Env-format messages (tool calls inline in assistant text, in `tool_format`; `tool` messages
+    with a `name`) to OpenAI chat messages with `tool_calls` and `tool_call_id`. Calls that did not
+    parse (bad JSON, over the per-turn limit) stay in the assistant's text, as the model wrote them."""
+    fmt = get_tool_format(tool_format)
     out: list[dict[str, Any]] = []
     pending: list[dict[str, Any]] = []
     turn = 0
@@ -55,28 +103,13 @@ def to_openai_messages(messages: Sequence[Mapping[str, Any]]) -> list[dict[str, 
         if role == "assistant":
             turn += 1
             calls: list[dict[str, Any]] = []
-
-            def lift(match: Any, calls: list[dict[str, Any]] = calls, turn: int = turn) -> str:
-                if len(calls) >= MAX_CALLS_PER_TURN:
-                    return str(match.group(0))
-                parsed = parse_action(match.group(0))
-                if len(parsed.tool_calls) != 1 or parsed.errors:
-                    return str(match.group(0))
-                call = parsed.tool_calls[0]
-                calls.append(
-                    {
-                        "id": f"call_{turn}_{len(calls)}",
-                        "type": "function",
-                        "function": {
-                            "name": call.name,
-                            "arguments": json.dumps(call.arguments, ensure_ascii=False),
-                        },
-                    }
+            text = content
+            if isinstance(content, str):
+                lifted = (
+                    _lift_hermes(content, turn) if fmt.name == "hermes" else _lift_other(content, fmt, turn)
                 )
-                return ""
-
-            text = TOOL_CALL_RE.sub(lift, content) if isinstance(content, str) else content
-            msg: dict[str, Any] = {"role": "assistant", "content": text.strip() if calls else text}
+                text, calls = lifted
+            msg: dict[str, Any] = {"role": "assistant", "content": text}
             if calls:
                 msg["tool_calls"] = calls
             pending = list(calls)
@@ -140,6 +173,7 @@ async def run_recorded_episode(env: Any, policy: Any, tokenizer: Any = None, **k
     traj = await run_episode(rec, policy, tokenizer, **kwargs)
     traj.info["messages"] = rec.messages
     traj.info["tools"] = rec.tools
+    traj.info["tool_format"] = _env_format(env)
     if rec.shaping_total is not None:
         traj.info["shaping_total"] = rec.shaping_total
     return traj
@@ -175,20 +209,28 @@ def _replay(traj: Trajectory, tokenizer: Any, env: Any) -> tuple[list[dict[str, 
     return messages, [dict(t) for t in info.get("tools") or ()]
 
 
+def _env_format(env: Any) -> str:
+    """The tool-call format an env parses (Hermes for an env that does not say)."""
+    inner = getattr(env, "unwrapped", env)
+    fmt = getattr(inner, "call_format", None)
+    return fmt.name if isinstance(fmt, ToolFormat) else "hermes"
+
+
 def trajectory_messages(
     traj: Trajectory, tokenizer: Any = None, env: Any = None
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(OpenAI messages, tool schemas) of one episode: recorded ones if present, else a replay in `env`."""
     recorded = traj.info.get("messages")
     if recorded:
-        return to_openai_messages(recorded), [dict(t) for t in traj.info.get("tools") or ()]
+        fmt = traj.info.get("tool_format") or (_env_format(env) if env is not None else "hermes")
+        return to_openai_messages(recorded, fmt), [dict(t) for t in traj.info.get("tools") or ()]
     if env is None:
         raise ValueError(
             f"trajectory {traj.prompt_id!r} (episode {traj.episode_id}) has no recorded messages; "
             "run it with run_recorded_episode, or pass env= (and the tokenizer) to replay it"
         )
     messages, tools = _replay(traj, tokenizer, env)
-    return to_openai_messages(messages), tools
+    return to_openai_messages(messages, _env_format(env)), tools
 
 
 def trajectory_row(traj: Trajectory, tokenizer: Any = None, env: Any = None) -> dict[str, Any]:

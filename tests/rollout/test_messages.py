@@ -51,6 +51,42 @@ def test_tool_calls_and_results_become_openai_messages() -> None:
     assert out[6] == {"role": "assistant", "content": "<answer>3</answer>"}
 
 
+@pytest.mark.parametrize(
+    ("fmt", "text", "left"),
+    [
+        ("llama3", 'Adding.\n{"name": "calc", "parameters": {"e": "1+2"}}', "Adding."),
+        ("json", '{"name": "calc", "arguments": {"e": "1+2"}}', ""),
+        ("mistral", '[TOOL_CALLS][{"name": "calc", "arguments": {"e": "1+2"}}]', ""),
+    ],
+)
+def test_calls_in_other_formats_become_openai_tool_calls(fmt: str, text: str, left: str) -> None:
+    env_msgs = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": text},
+        {"role": "tool", "name": "calc", "content": "3"},
+        {"role": "assistant", "content": '{"name": "calc", "arguments": {"e": '},  # did not parse
+    ]
+    out = to_openai_messages(env_msgs, fmt)
+    assert out[1]["content"] == left
+    (call,) = out[1]["tool_calls"]
+    assert call["function"]["name"] == "calc" and json.loads(call["function"]["arguments"]) == {"e": "1+2"}
+    assert out[2]["tool_call_id"] == call["id"]
+    assert out[3] == env_msgs[3]  # what did not parse stays as written
+    hermes = to_openai_messages(env_msgs)  # read as Hermes, the same turn holds no call
+    assert "tool_calls" not in hermes[1]
+
+
+async def test_a_recorded_llama3_episode_exports_its_calls() -> None:
+    env = gymnasium.make("agentrl/Calculator-v0", split="test", tool_format="llama3").unwrapped
+    tok = _tokenizer()
+    prompt_id = f"calculator/test/{env.task_ids('test')[0]}"
+    traj = await run_recorded_episode(env, ScriptedPolicy(tok, env=env), tok, prompt_id=prompt_id)
+    assert traj.status is Status.OK and traj.info["tool_format"] == "llama3"
+    messages, _ = trajectory_messages(traj)
+    assert messages[2]["tool_calls"][0]["function"]["name"] == "calculator"
+    assert "calculator" not in messages[2]["content"]
+
+
 async def test_recorded_episode_exports_and_replays_identically(tmp_path: Path) -> None:
     env = gymnasium.make("agentrl/Calculator-v0", split="test").unwrapped
     tok = _tokenizer()
