@@ -572,6 +572,10 @@ def aggregate_curves(
         tb = table_budgets.setdefault(r.arm, set())
         tb.update({0, r.offline_samples, checkpoint_samples(steps, r.batch_size, r.offline_samples)})
         tb.update(checkpoint_samples(s, r.batch_size, r.offline_samples) for s in table if s in got)
+    order = list(cfg.get("arms") or [])
+    per_arm = dict(
+        sorted(per_arm.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+    )
     all_points = curve_table(per_arm)
     diffs: dict[str, Any] = {}
     for ref in res.get("refs", []):
@@ -1139,6 +1143,10 @@ def render_curves(
                     for m in ("avg", "pass", "maj")
                 ]
                 L.append(f"| {_label(ref)} − GRPO | {s} | " + " | ".join(cells) + " |")
+        L.append(
+            "\nEach interval is for its own cell, not corrected for the number of cells: with this many, "
+            "an interval that just excludes 0 at one budget and not at the others can be chance."
+        )
     return L
 
 
@@ -1558,7 +1566,8 @@ def make_plots(
                     p = cur["points"].get(arm)
                     if not p:
                         continue
-                    xs = sorted(p)
+                    full = max(v["n"] for v in p.values())
+                    xs = [s for s in sorted(p) if p[s]["n"] == full]  # points every seed has
                     x = np.array(
                         [s if xkind == "samples" else p[s]["time_s"] / 3600 for s in xs], dtype=float
                     )
@@ -1569,7 +1578,7 @@ def make_plots(
                     hi = np.array([c["hi"] if _finite(c["hi"]) else c["mean"] for c in ci])
                     c = ARM_COLORS.get(arm)
                     ax.plot(x[ok], mean[ok], color=c, marker="o", ms=3, label=_label(arm))
-                    ax.fill_between(x[ok], lo[ok], hi[ok], color=c, alpha=0.12)
+                    ax.fill_between(x[ok], lo[ok], hi[ok], color=c, alpha=0.07)
                 if xkind == "samples" and trl_runs:
                     t = mean_ci([r["after"][m] for r in trl_runs])
                     err = [[t["mean"] - t["lo"]], [t["hi"] - t["mean"]]] if _finite(t["lo"]) else None
@@ -1583,6 +1592,10 @@ def make_plots(
                 ax.grid(alpha=0.3)
                 if i == 0 and j == 0:
                     ax.legend(fontsize=7)
+        fig.suptitle(
+            "Held-out scores at each evaluated checkpoint (mean and 95% band over seeds; points every seed has)",
+            fontsize=10,
+        )
         save(fig, "curves.png")
 
     spo_arms = [a for a in arms if any(r.arm == a and r.algo == "spo" for r in done)]
