@@ -590,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device:
         cfg["device"] = args.device
     cfg["run_root"] = (
-        str((REPO / cfg["run_root"]).resolve())
+        os.path.normpath(REPO / cfg["run_root"])  # symlinks kept: results name paths inside the repository
         if not Path(cfg["run_root"]).is_absolute()
         else cfg["run_root"]
     )
