@@ -485,6 +485,51 @@ class Trainer:
         )
         return res
 
+    def evaluate_checkpoint(self, checkpoint: str | Path) -> EvalResult:
+        """The run's own held-out evaluation (the one it makes before and after training, and every
+        `eval.every` steps) of one of its checkpoints: the same test tasks, k, sampling, turn budget,
+        policy settings and seed. Loads the checkpoint's weights only; trains nothing, writes nothing."""
+        return asyncio.run(self._aevaluate_checkpoint(Path(checkpoint)))
+
+    async def _aevaluate_checkpoint(self, ckpt: Path) -> EvalResult:
+        from agentrl.models import EMBEDDED_MODELS, load_model, model_path
+
+        cfg = self.cfg
+        if cfg.model.backend != "hf":
+            raise ConfigError(
+                f"model.backend: evaluate_checkpoint loads weights in process (hf), not {cfg.model.backend!r}"
+            )
+        if not (ckpt / "state.pt").is_file():
+            raise FileNotFoundError(f"{ckpt}: not a checkpoint (no state.pt)")
+        device = _device(cfg.model.device)
+        dtype = _dtype(cfg.model.dtype, device)
+        if cfg.learner.mixed_precision != "none" and cfg.model.dtype == "auto":
+            dtype = torch.float32
+        if cfg.model.lora_rank:  # an adapter checkpoint: the base model, then the adapter into it
+            base = (
+                await asyncio.to_thread(model_path, cfg.model.name)
+                if cfg.model.name in EMBEDDED_MODELS
+                else cfg.model.name
+            )
+            self.model, self.tokenizer = await asyncio.to_thread(
+                load_model, str(base), device=device, dtype=dtype
+            )
+            self.adapter = self._wrap_lora(ckpt)
+        else:
+            self.model, self.tokenizer = await asyncio.to_thread(
+                load_model, str(ckpt), device=device, dtype=dtype
+            )
+        self.model.eval()
+        self.chat = ChatFormat(
+            self.tokenizer, tool_format=resolve_tool_format(cfg.model.tool_format, self.tokenizer)
+        )
+        self.step = int(load_state(ckpt).get("step", 0))
+        self.policy = self._make_policy(self.model, self.tokenizer)
+        try:
+            return await self._eval(f"checkpoint {ckpt.name}")
+        finally:
+            await self.policy.aclose()
+
     async def _sync(self) -> float:
         """Give the policy the learner's new weights; returns the seconds it took."""
         t0 = time.perf_counter()

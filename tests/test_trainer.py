@@ -254,3 +254,29 @@ def _assert_same(a: object, b: object) -> None:
         assert np.array_equal(a, b)  # type: ignore[arg-type]
     else:
         assert a == b
+
+
+def test_evaluate_checkpoint_repeats_the_runs_own_evaluation(
+    micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
+    cfg = micro_config(
+        micro_model,
+        tmp_path / "runs",
+        steps=2,
+        name="ev",
+        **{"algo.name": "grpo", "algo.group_size": 2, "eval.k": 2},
+    )
+    result = Trainer(cfg).run()
+    ckpts = tmp_path / "runs" / "ev" / "checkpoints"
+    again = Trainer(cfg).evaluate_checkpoint(ckpts / "step_000002")
+    assert result.eval_after is not None
+    assert (again.avg_at_k, again.pass_at, again.maj_at) == (
+        result.eval_after.avg_at_k,
+        result.eval_after.pass_at,
+        result.eval_after.maj_at,
+    )
+    mid = Trainer(cfg).evaluate_checkpoint(ckpts / "step_000001")
+    assert mid.tasks == 4 and mid.k == 2
+    with pytest.raises(FileNotFoundError, match="not a checkpoint"):
+        Trainer(cfg).evaluate_checkpoint(tmp_path)

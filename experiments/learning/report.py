@@ -438,6 +438,171 @@ def arm_time_model(
     return {"s_per_batch": cache[key]["mean"], "offline_s": offline}
 
 
+# ---- held-out curves -------------------------------------------------------------------------------
+
+
+def checkpoint_samples(step: int, batch_size: int, offline: int = 0) -> int:
+    """Samples a run had spent at a checkpoint: its offline pass's, then step × batch_size."""
+    return int(offline) + int(step) * int(batch_size)
+
+
+def curve_steps(steps: int, fractions: Sequence[float], checkpoint_every: int, every: int = 0) -> list[int]:
+    """The intermediate checkpoint steps a run is evaluated at: round(f × steps) for each fraction (the
+    table's points), and with `every`, each multiple of it (the plot's denser points).
+
+    Each must be a step the run kept a checkpoint of (a multiple of `checkpoint_every`); the ends (step 0
+    and the last step) are the run's own before and after evaluations, so they are not listed.
+    """
+    out: set[int] = set()
+    for f in fractions:
+        if not 0.0 < float(f) < 1.0:
+            raise SystemExit(f"learning study: curves.step_fractions: {f} is not strictly between 0 and 1")
+        s = round(float(f) * steps)
+        if s <= 0 or s >= steps:
+            continue
+        if checkpoint_every <= 0 or s % checkpoint_every:
+            raise SystemExit(
+                f"learning study: curves.step_fractions: {f} × {steps} steps = step {s}, which is not a "
+                f"multiple of checkpoint_every {checkpoint_every} (no checkpoint to evaluate)"
+            )
+        out.add(s)
+    if every:
+        if every < 0 or checkpoint_every <= 0 or every % checkpoint_every:
+            raise SystemExit(
+                f"learning study: curves.every: {every} is not a positive multiple of checkpoint_every "
+                f"{checkpoint_every}"
+            )
+        out.update(range(every, steps, every))
+    return sorted(out)
+
+
+def run_key(run: Run) -> str:
+    """A run's key in the curves cache (run.py's `cache_key` of its job)."""
+    return f"{run.model_tag}/{run.path.name}"
+
+
+def curve_points(
+    run: Run, entries: dict[str, Any] | None, time_model: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
+    """One finished run's held-out scores at each evaluated sample budget, in order.
+
+    The start (0 samples) and the end are the run's own before/after evaluations; an SPO run's model is
+    still the initial one when its offline pass ends, so the before score stands at that budget too. In
+    between, the cached checkpoint evaluations. `time_s`: simulated seconds (offline s + steps × s/batch,
+    `samples_to_time`), NaN without a time model.
+    """
+    bs, off = run.batch_size, run.offline_samples
+    steps = int(run.config.get("steps", 0))
+
+    def point(
+        step: int, ev: dict[str, Any] | None, source: str, samples: int | None = None
+    ) -> dict[str, Any]:
+        t = math.nan
+        if samples == 0:
+            t = 0.0
+        elif time_model:
+            t = float(samples_to_time(step * bs, bs, time_model["s_per_batch"], time_model["offline_s"]))
+        m = eval_metrics(ev)
+        return {
+            "step": step,
+            "samples": checkpoint_samples(step, bs, off) if samples is None else samples,
+            "time_s": t,
+            **{k: m.get(k, math.nan) for k in ("avg", "pass", "maj")},
+            "source": source,
+        }
+
+    summary = run.summary or {}
+    pts = [point(0, summary.get("eval_before"), "before", samples=0)]
+    if off:
+        pts.append(point(0, summary.get("eval_before"), "before"))
+    for key, e in sorted((entries or {}).items(), key=lambda kv: int(kv[0])):
+        if 0 < int(key) < steps:
+            pts.append(point(int(key), e.get("eval"), "checkpoint"))
+    pts.append(point(steps, summary.get("eval_after"), "after"))
+    return pts
+
+
+def curve_table(per_arm: dict[str, list[list[dict[str, Any]]]]) -> dict[str, dict[int, dict[str, Any]]]:
+    """Per arm and sample budget: mean [95% CI] over seeds of avg, pass and maj, the number of seeds,
+    the step and the simulated time (mean over seeds; the same for every seed of an arm)."""
+    out: dict[str, dict[int, dict[str, Any]]] = {}
+    for arm, runs_pts in per_arm.items():
+        by: dict[int, list[dict[str, Any]]] = {}
+        for pts in runs_pts:
+            for p in pts:
+                by.setdefault(int(p["samples"]), []).append(p)
+        out[arm] = {
+            s: {
+                "n": len(ps),
+                "step": ps[0]["step"],
+                "time_s": float(np.mean([p["time_s"] for p in ps])),
+                **{m: mean_ci([p[m] for p in ps]) for m in ("avg", "pass", "maj")},
+            }
+            for s, ps in sorted(by.items())
+        }
+    return out
+
+
+def aggregate_curves(
+    cfg: dict[str, Any], runs: Sequence[Run], res: dict[str, Any], cache: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The curves section's numbers: per-arm tables at every point and at the table's budgets, the
+    coverage of the cache, and each reference arm minus GRPO at the budgets both have."""
+    ccfg = cfg.get("curves") or {}
+    if cache is None or not ccfg:
+        return None
+    fractions = [float(f) for f in ccfg.get("step_fractions", [])]
+    every = int(ccfg.get("every", 0) or 0)
+    st = (res.get("simulated_time") or {}).get("arms", {})
+    done = [r for r in runs if r.finished]
+    per_arm: dict[str, list[list[dict[str, Any]]]] = {}
+    table_budgets: dict[str, set[int]] = {}
+    want = have = want_table = have_table = complete = 0
+    for r in done:
+        ce = int(r.config.get("checkpoint_every", 0))
+        steps = int(r.config.get("steps", 0))
+        entries = cache.get(run_key(r), {})
+        expected = curve_steps(steps, fractions, ce, every)
+        table = curve_steps(steps, fractions, ce)
+        got = {int(k) for k in entries}
+        want, have = want + len(expected), have + len(got & set(expected))
+        want_table, have_table = want_table + len(table), have_table + len(got & set(table))
+        complete += set(table) <= got
+        per_arm.setdefault(r.arm, []).append(curve_points(r, entries, st.get(r.arm)))
+        tb = table_budgets.setdefault(r.arm, set())
+        tb.update({0, r.offline_samples, checkpoint_samples(steps, r.batch_size, r.offline_samples)})
+        tb.update(checkpoint_samples(s, r.batch_size, r.offline_samples) for s in table if s in got)
+    order = list(cfg.get("arms") or [])
+    per_arm = dict(
+        sorted(per_arm.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order))
+    )
+    all_points = curve_table(per_arm)
+    diffs: dict[str, Any] = {}
+    for ref in res.get("refs", []):
+        if ref not in per_arm or "grpo" not in per_arm:
+            continue
+        for s in sorted(table_budgets[ref] & table_budgets["grpo"] - {0}):
+            a = [p for pts in per_arm[ref] for p in pts if p["samples"] == s]
+            b = [p for pts in per_arm["grpo"] for p in pts if p["samples"] == s]
+            for m in ("avg", "pass", "maj"):
+                ci = diff_ci([p[m] for p in a], [p[m] for p in b])
+                diffs.setdefault(f"{ref}-grpo|{m}", {})[s] = {**ci, "verdict": verdict(ci)}
+    return {
+        "settings": {"step_fractions": fractions, "every": every},
+        "coverage": {
+            "runs": len(done),
+            "runs_complete": int(complete),
+            "table_points": want_table,
+            "table_points_cached": have_table,
+            "points": want,
+            "points_cached": have,
+        },
+        "points": all_points,
+        "table_budgets": {a: sorted(b) for a, b in table_budgets.items()},
+        "diffs_vs_grpo": diffs,
+    }
+
+
 # ---- aggregation -----------------------------------------------------------------------------------
 
 
@@ -735,6 +900,9 @@ def render_markdown(
                 cells.append(f"{_ci(c, 1, 100, sign=True, bounds=None)} {verdict(c)}")
             L.append(f"| {_label(ref)} − TRL GRPO (multi-turn) | {_short(trl_env)} | {' | '.join(cells)} |")
 
+    if res.get("curves"):
+        L += render_curves(res["curves"], res, trl_multi, ks)
+
     L += ["", "### Diagnostics (per-run mean over training, then mean [95% CI] over seeds)", ""]
     L.append(
         "| env | arm | degenerate-group samples: all / first ¼ / last ¼ | near-zero adv. <1e-4 | "
@@ -894,9 +1062,92 @@ def render_markdown(
         plots.append(
             ("spo_sampling.png", "SPO: share of draws per prompt against its tracker value, over training")
         )
+        if res.get("curves"):
+            plots.insert(
+                0, ("curves.png", "held-out avg@k, pass@k and maj@k against samples and simulated wall time")
+            )
     for name, cap in plots:
         L.append(f"![{cap}]({img_prefix}{name})")
     return "\n".join(L) + "\n"
+
+
+def render_curves(
+    cur: dict[str, Any], res: dict[str, Any], trl_multi: Sequence[dict[str, Any]], ks: str
+) -> list[str]:
+    """The held-out curves subsection: one table per metric (mean [95% CI] over seeds at each sample
+    budget), the simulated time of each point, and each reference arm minus GRPO at equal samples."""
+    cov = cur["coverage"]
+    pts, budgets = cur["points"], cur["table_budgets"]
+    arms = [a for a in pts if a in budgets]
+    cols = sorted({b for a in arms for b in budgets[a]})
+    fr = ", ".join(f"{f:g}" for f in cur["settings"]["step_fractions"])
+    L = [
+        "",
+        f"### Held-out curves: avg{ks}, pass{ks} and maj{ks} against samples (mean [95% CI] over seeds)",
+        "",
+    ]
+    L.append(
+        f"Each finished run's checkpoints at {fr} of its steps, evaluated by `run.py`'s curves phase with the "
+        "run's own held-out evaluation (`Trainer.evaluate_checkpoint`: the tasks, k, sampling, turn budget and "
+        "seed of its before/after evaluations), cached per (run, step) in `round2/curves.json`. Covered: "
+        f"{cov['table_points_cached']} of {cov['table_points']} table points ({cov['runs_complete']} of "
+        f"{cov['runs']} runs complete); for the plot, {cov['points_cached']} of {cov['points']} points "
+        f"(every {cur['settings']['every'] or '–'} steps). Samples = offline-pass samples + step × batch. "
+        "0 samples is the initial model (the before evaluation), and so is an SPO arm's point at the end "
+        "of its offline pass (it trains nothing); the last column is the after evaluation."
+        + (
+            " TRL keeps no intermediate checkpoints: only its final point exists (its row, at the full budget)."
+            if trl_multi
+            else ""
+        )
+    )
+    names = {"avg": f"avg{ks}", "pass": f"pass{ks}", "maj": f"maj{ks}"}
+    last = max(cols) if cols else 0
+    for m in ("avg", "pass", "maj"):
+        L += ["", f"| {names[m]} | " + " | ".join(f"{c} samples" for c in cols) + " |"]
+        L.append("| --- |" + " --- |" * len(cols))
+        for arm in arms:
+            cells = []
+            for c in cols:
+                p = pts[arm].get(c) if c in budgets[arm] else None
+                cells.append("–" if not p else _ci(p[m], bounds=UNIT))
+            L.append(f"| {_label(arm)} | " + " | ".join(cells) + " |")
+        if trl_multi:
+            after = mean_ci([r["after"][m] for r in trl_multi])
+            L.append(
+                "| TRL GRPO (multi-turn; final only) | "
+                + " | ".join(_ci(after, bounds=UNIT) if c == last else "–" for c in cols)
+                + " |"
+            )
+    L += [
+        "",
+        "Simulated wall time of each point (hours; offline s + steps × s/batch from the wall-time table):",
+        "",
+    ]
+    L.append("| arm | " + " | ".join(f"{c} samples" for c in cols) + " |")
+    L.append("| --- |" + " --- |" * len(cols))
+    for arm in arms:
+        cells = [
+            _f(pts[arm][c]["time_s"] / 3600, 2) if c in budgets[arm] and c in pts[arm] else "–" for c in cols
+        ]
+        L.append(f"| {_label(arm)} | " + " | ".join(cells) + " |")
+    if cur.get("diffs_vs_grpo"):
+        L += ["", "Each SPO arm minus GRPO at equal samples (percentage points, Welch 95% CI, verdict):", ""]
+        L.append(f"| comparison | samples | avg{ks} | pass{ks} | maj{ks} |")
+        L.append("| --- | --- | --- | --- | --- |")
+        for ref in res.get("refs", []):
+            per_m = {m: cur["diffs_vs_grpo"].get(f"{ref}-grpo|{m}", {}) for m in ("avg", "pass", "maj")}
+            for s in sorted(per_m["avg"]):
+                cells = [
+                    f"{_ci(per_m[m][s], 1, 100, sign=True, bounds=None)} {per_m[m][s]['verdict']}"
+                    for m in ("avg", "pass", "maj")
+                ]
+                L.append(f"| {_label(ref)} − GRPO | {s} | " + " | ".join(cells) + " |")
+        L.append(
+            "\nEach interval is for its own cell, not corrected for the number of cells: with this many, "
+            "an interval that just excludes 0 at one budget and not at the others can be chance."
+        )
+    return L
 
 
 PLOTS = (
@@ -1304,6 +1555,49 @@ def make_plots(
                 ax.legend(fontsize=7)
         save(fig, name)
 
+    cur = res.get("curves")
+    if cur and cur.get("points"):
+        fig, axes = plt.subplots(2, 3, figsize=(15, 7.4), squeeze=False)
+        trl_runs = [r for r in (res.get("trl_runs") or []) if str(r.get("mode", "")).startswith("multi-turn")]
+        for j, (m, title) in enumerate((("avg", "avg"), ("pass", "pass"), ("maj", "maj"))):
+            for i, xkind in enumerate(("samples", "time")):
+                ax = axes[i, j]
+                for arm in arms:
+                    p = cur["points"].get(arm)
+                    if not p:
+                        continue
+                    full = max(v["n"] for v in p.values())
+                    xs = [s for s in sorted(p) if p[s]["n"] == full]  # points every seed has
+                    x = np.array(
+                        [s if xkind == "samples" else p[s]["time_s"] / 3600 for s in xs], dtype=float
+                    )
+                    ok = np.isfinite(x)
+                    ci = [p[s][m] for s in xs]
+                    mean = np.array([c["mean"] for c in ci])
+                    lo = np.array([c["lo"] if _finite(c["lo"]) else c["mean"] for c in ci])
+                    hi = np.array([c["hi"] if _finite(c["hi"]) else c["mean"] for c in ci])
+                    c = ARM_COLORS.get(arm)
+                    ax.plot(x[ok], mean[ok], color=c, marker="o", ms=3, label=_label(arm))
+                    ax.fill_between(x[ok], lo[ok], hi[ok], color=c, alpha=0.07)
+                if xkind == "samples" and trl_runs:
+                    t = mean_ci([r["after"][m] for r in trl_runs])
+                    err = [[t["mean"] - t["lo"]], [t["hi"] - t["mean"]]] if _finite(t["lo"]) else None
+                    ax.errorbar(
+                        [trl_runs[0].get("train_samples", 0)], [t["mean"]], yerr=err, color="black",
+                        marker="s", ms=5, capsize=3, ls="none", label="TRL GRPO multi-turn (final only)",
+                    )  # fmt: skip
+                k = next((v.get("k") for v in res["final"].values() if v.get("k")), "k")
+                xl = "samples (offline pass included)" if xkind == "samples" else "simulated wall time (h)"
+                ax.set(title=f"held-out {title}@{k}", xlabel=xl)
+                ax.grid(alpha=0.3)
+                if i == 0 and j == 0:
+                    ax.legend(fontsize=7)
+        fig.suptitle(
+            "Held-out scores at each evaluated checkpoint (mean and 95% band over seeds; points every seed has)",
+            fontsize=10,
+        )
+        save(fig, "curves.png")
+
     spo_arms = [a for a in arms if any(r.arm == a and r.algo == "spo" for r in done)]
     if cfg.get("round", 1) == 2 and spo_arms:
         fig, axes = plt.subplots(1, len(spo_arms), figsize=(5.6 * len(spo_arms), 3.9), squeeze=False)
@@ -1384,8 +1678,12 @@ def write_report(
     trl_dir: Path,
     update_readme_file: bool = True,
     readme: Path | None = None,
+    curves: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Read every run under cfg['run_root'] and write results.json, results.md, the PNGs and README section.
+
+    `curves`: the curves cache's runs (run.py's `CurveCache.load()`): the held-out curves section and
+    `curves.png` come from it and from the runs' own before/after evaluations; nothing is evaluated here.
 
     Round 2 (`cfg["round"] == 2`) writes its own README section (its own markers), so the first round's
     section stays as it is; `readme` defaults to `out/README.md`.
@@ -1420,10 +1718,13 @@ def write_report(
         rs = [r for r in rest if r.model_tag == tag]
         others[tag] = aggregate(rs, sorted({r.arm for r in rs}, key=arms.index), envs, None)
     trl = read_trl(trl_dir)
+    cur = aggregate_curves(cfg, main_runs, res, curves)
+    if cur is not None:
+        res["curves"] = cur
     md = render_markdown(cfg, res, main_runs, expected, trl, others)
     (out / "results.md").write_text(f"# Learning study results\n\n{md}")
     if any(r.finished for r in main_runs):
-        make_plots(cfg, main_runs, res, out)
+        make_plots(cfg, main_runs, {**res, "trl_runs": trl["runs"]}, out)
     repo = Path(__file__).resolve().parents[2]
 
     def rel(x: Any) -> str:

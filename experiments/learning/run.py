@@ -6,21 +6,30 @@ reference, and regenerates `results.json`, `results.md`, the PNG plots and the g
 `run_root/<model>/`; a run with a `summary.json` is skipped, and one that was killed resumes from its
 last checkpoint, so the study can be stopped and restarted at any point (`--report-only` just rebuilds
 the report from whatever has finished). `--round 2` runs the second round (`config.yaml`'s `round2:`
-block: its own run root, report folder and README section, so the first round's results stay as they are).
+block: its own run root, report folder and README section, so the first round's results stay as they are),
+and after its grid a curves phase: the run's own held-out evaluation of each finished run's intermediate
+checkpoints (`curves:` block), cached per (run, step) in a JSON file, so the phase resumes where it
+stopped, `--report-only` never re-evaluates, and `--workers N` processes share it (`--curves-only`: only
+this phase, then the report).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
+import dataclasses
 import fcntl
 import fnmatch
+import hashlib
 import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +38,9 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
+if str(HERE) not in sys.path:
+    sys.path.insert(0, str(HERE))
+from report import checkpoint_samples, curve_steps  # noqa: E402  (the study's own module)
 
 
 @dataclass(frozen=True)
@@ -331,6 +343,196 @@ def _train(job: Job, run_dir: Path, log: Any) -> str:
     return "resumed" if ckpt is not None else "trained"
 
 
+# ---- held-out curves ---------------------------------------------------------------------------------
+
+
+def weights_fingerprint(ckpt: Path) -> str:
+    """A short hash of a checkpoint's weight files: a cached evaluation of other weights is redone."""
+    h = hashlib.sha256()
+    for f in sorted(ckpt.glob("*.safetensors")):
+        h.update(f.name.encode())
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+class CurveCache:
+    """Held-out evaluations of intermediate checkpoints, one entry per (run, step), in one JSON file.
+
+    `{"runs": {"<model tag>/<run name>": {"<step>": entry}}}`. Several processes share it: each entry is
+    claimed with a lock file (`claim`), and every write re-reads the file under a second lock, merges its
+    entry and replaces the file atomically, so a killed process loses at most the evaluation in hand.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.lock_dir = self.path.parent / f".{self.path.stem}-locks"
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        if not self.path.is_file():
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except json.JSONDecodeError as e:
+            raise SystemExit(f"learning study: {self.path}: not valid JSON ({e})") from None
+        return dict(data.get("runs") or {})
+
+    def get(self, key: str, step: int) -> dict[str, Any] | None:
+        return self.load().get(key, {}).get(str(step))
+
+    def put(self, key: str, step: int, entry: dict[str, Any]) -> None:
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_dir / "cache.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            runs = self.load()
+            per_run = runs.setdefault(key, {})
+            per_run[str(step)] = entry
+            runs[key] = dict(sorted(per_run.items(), key=lambda kv: int(kv[0])))
+            tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
+            tmp.write_text(self.dumps(runs))
+            os.replace(tmp, self.path)
+
+    @staticmethod
+    def dumps(runs: dict[str, dict[str, Any]]) -> str:
+        """JSON with one line per (run, step) entry, runs and steps in order (short, stable diffs)."""
+        blocks = []
+        for key, per_run in sorted(runs.items()):
+            lines = [
+                f"   {json.dumps(str(s))}: {json.dumps(e, sort_keys=True)}"
+                for s, e in sorted(per_run.items(), key=lambda kv: int(kv[0]))
+            ]
+            blocks.append(f"  {json.dumps(key)}: {{\n" + ",\n".join(lines) + "\n  }")
+        return '{\n "runs": {\n' + ",\n".join(blocks) + "\n }\n}\n"
+
+    @contextlib.contextmanager
+    def claim(self, key: str, step: int) -> Iterator[bool]:
+        """True while this process holds (run, step); False if another process is evaluating it."""
+        self.lock_dir.mkdir(parents=True, exist_ok=True)
+        name = re.sub(r"[^A-Za-z0-9._-]+", "--", f"{key}-{step}")
+        with open(self.lock_dir / f"{name}.lock", "w") as lock:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def cache_key(job: Job) -> str:
+    return f"{job.model_tag}/{job.name}"
+
+
+def curve_tasks(
+    jobs: Sequence[Job], fractions: Sequence[float], every: int = 0
+) -> list[tuple[Job, int, Path]]:
+    """(job, step, checkpoint) for every intermediate point of every finished run: first the table's
+    points (`fractions` of each run's steps) of all runs, then the plot's denser ones (`every` steps)."""
+    from agentrl.config import load_config
+    from agentrl.train_config import TrainConfig
+
+    first: list[tuple[Job, int, Path]] = []
+    then: list[tuple[Job, int, Path]] = []
+    for job in jobs:
+        if not (job.run_dir / "summary.json").is_file():
+            continue
+        c = load_config(TrainConfig, job.run_dir / "config.yaml")
+        table = set(curve_steps(c.steps, fractions, c.checkpoint_every))
+        for step in curve_steps(c.steps, fractions, c.checkpoint_every, every):
+            ckpt = job.run_dir / "checkpoints" / f"step_{step:06d}"
+            if not (ckpt / "state.pt").is_file():
+                raise SystemExit(f"learning study: {job.name}: checkpoint {ckpt.name} is missing (pruned?)")
+            (first if step in table else then).append((job, step, ckpt))
+    return first + then
+
+
+def evaluate_point(job: Job, step: int, ckpt: Path) -> dict[str, Any]:
+    """One cache entry: the run's own held-out evaluation (`Trainer.evaluate_checkpoint`) at a checkpoint."""
+    from agentrl.config import load_config
+    from agentrl.train_config import TrainConfig
+    from agentrl.trainer import Trainer
+
+    # The run's own saved config: the settings its before/after evaluations used.
+    c = load_config(TrainConfig, job.run_dir / "config.yaml")
+    c = dataclasses.replace(c, run_root=str(job.run_dir.parent), progress=False)
+    result = Trainer(c).evaluate_checkpoint(ckpt)
+    return {
+        "step": step,
+        "samples": checkpoint_samples(step, c.rollout.batch_size, offline_samples(c)),
+        "checkpoint": ckpt.name,
+        "weights": weights_fingerprint(ckpt),
+        "eval": result.as_dict(),
+    }
+
+
+def run_curves(
+    jobs: Sequence[Job],
+    fractions: Sequence[float],
+    cache: CurveCache,
+    every: int = 0,
+    log: Any = print,
+    evaluate: Any = None,
+) -> dict[str, int]:
+    """Evaluate every intermediate point not in the cache yet (or cached for other weights).
+
+    `evaluate(job, step, checkpoint) -> entry` defaults to `evaluate_point` (tests pass a cheap one).
+    """
+    evaluate = evaluate or evaluate_point
+    tasks = curve_tasks(jobs, fractions, every)
+    counts = {"points": len(tasks), "cached": 0, "evaluated": 0, "busy": 0}
+    t0 = time.perf_counter()
+    for i, (job, step, ckpt) in enumerate(tasks, 1):
+        key = cache_key(job)
+        have = cache.get(key, step)
+        if have is not None and have.get("weights") == weights_fingerprint(ckpt):
+            counts["cached"] += 1
+            continue
+        with cache.claim(key, step) as mine:
+            if not mine:
+                counts["busy"] += 1
+                continue
+            have = cache.get(key, step)  # another process may have finished it meanwhile
+            if have is not None and have.get("weights") == weights_fingerprint(ckpt):
+                counts["cached"] += 1
+                continue
+            t1 = time.perf_counter()
+            entry = evaluate(job, step, ckpt)
+            entry["seconds"] = round(time.perf_counter() - t1, 1)
+            cache.put(key, step, entry)
+            counts["evaluated"] += 1
+            log(
+                f"  [{time.perf_counter() - t0:7.0f} s] curves {i}/{len(tasks)} {job.name} step {step} "
+                f"({entry['samples']} samples): avg@k {entry['eval']['avg_at_k']:.3f}, {entry['seconds']:.0f} s"
+            )
+    return counts
+
+
+def curves_workers(args: argparse.Namespace, workers: int) -> None:
+    """Run the curves phase in `workers` processes (they share the cache through its locks)."""
+    cmd = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--round",
+        str(args.round),
+        "--config",
+        str(args.config),
+    ]
+    cmd += ["--curves-worker"]
+    for pat in args.only or []:
+        cmd += ["--only", pat]
+    if args.seeds:
+        cmd += ["--seeds", args.seeds]
+    if args.model:
+        cmd += ["--model", args.model]
+    procs = [subprocess.Popen(cmd, cwd=REPO) for _ in range(workers)]
+    rcs = [p.wait() for p in procs]
+    if any(rcs):
+        print(f"learning study: curves workers exited with {rcs}")
+
+
 def run_trl(cfg: dict[str, Any], args: argparse.Namespace, out_dir: Path, log: Any = print) -> None:
     """One TRL reference run per seed, each in its own process (TRL/accelerate state stays out of ours)."""
     t = cfg.get("trl") or {}
@@ -369,6 +571,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--skip-trl", action="store_true", help="do not run the TRL reference")
     ap.add_argument("--trl-only", action="store_true", help="run only the missing TRL seeds, then the report")
     ap.add_argument("--report-only", action="store_true", help="rebuild the report from finished runs")
+    ap.add_argument(
+        "--curves-only",
+        action="store_true",
+        help="round 2: only evaluate the finished runs' intermediate checkpoints (cached), then the report",
+    )
+    ap.add_argument("--skip-curves", action="store_true", help="round 2: do not evaluate the curve points")
+    ap.add_argument(
+        "--workers", type=int, default=1, help="processes for the curves phase (they share its cache)"
+    )
+    ap.add_argument("--curves-worker", action="store_true", help=argparse.SUPPRESS)  # one --workers process
     ap.add_argument("--out", type=Path, default=None, help="report folder (default: here; --quick: quick/)")
     args = ap.parse_args(argv)
 
@@ -378,7 +590,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.device:
         cfg["device"] = args.device
     cfg["run_root"] = (
-        str((REPO / cfg["run_root"]).resolve())
+        os.path.normpath(REPO / cfg["run_root"])  # symlinks kept: results name paths inside the repository
         if not Path(cfg["run_root"]).is_absolute()
         else cfg["run_root"]
     )
@@ -391,7 +603,26 @@ def main(argv: list[str] | None = None) -> int:
         keep = {int(x) for x in args.seeds.split(",")}
         jobs = [j for j in jobs if j.seed in keep]
     trl_dir = Path(cfg["run_root"]) / model_tag(cfg["model"]) / "trl"
+    curves_cfg = cfg.get("curves") or {}
+    cache = CurveCache(HERE / curves_cfg["cache"]) if curves_cfg.get("cache") else None
+    if (args.curves_only or args.curves_worker) and cache is None:
+        raise SystemExit(
+            f"learning study: round {args.round} of {args.config} has no curves: block with a cache"
+        )
+    if args.workers < 1:
+        raise SystemExit("learning study: --workers must be >= 1")
+    curve_jobs = select(all_jobs, args.only)
+    if args.seeds:
+        curve_jobs = [j for j in curve_jobs if j.seed in {int(x) for x in args.seeds.split(",")}]
+    fractions = [float(f) for f in curves_cfg.get("step_fractions", [])]
+    every = int(curves_cfg.get("every", 0) or 0)
+    if args.curves_worker:
+        counts = run_curves(curve_jobs, fractions, cache, every)  # type: ignore[arg-type]
+        print(f"learning study: curves worker done: {counts}")
+        return 0
 
+    if args.curves_only:
+        jobs = []
     if not args.report_only:
         print(
             f"learning study: {len(jobs)} runs, budget {budgets} samples per run{' (quick)' if args.quick else ''}"
@@ -404,9 +635,21 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"    {'already finished' if status == 'done' else 'being trained by another process'}, skipped"
                 )
-        if args.trl_only or (not args.skip_trl and not args.only):
+        if not args.curves_only and (args.trl_only or (not args.skip_trl and not args.only)):
             trl_dir.mkdir(parents=True, exist_ok=True)
             run_trl(cfg, args, trl_dir)
+        if cache is not None and not args.trl_only and not args.skip_curves:
+            print(
+                f"learning study: held-out curves at step fractions {fractions}"
+                + (f" and every {every} steps" if every else "")
+                + f", cache {cache.path.name}"
+            )
+            t0 = time.perf_counter()
+            if args.workers > 1:
+                curves_workers(args, args.workers)
+            else:
+                print(f"  {run_curves(curve_jobs, fractions, cache, every)}")
+            print(f"  curves phase: {time.perf_counter() - t0:.0f} s")
 
     sys.path.insert(0, str(HERE))
     from report import write_report
@@ -418,6 +661,7 @@ def main(argv: list[str] | None = None) -> int:
         trl_dir=trl_dir,
         update_readme_file=not args.quick and args.out is None,
         readme=HERE / "README.md",
+        curves=cache.load() if cache is not None else None,
     )
     print(f"wrote {out}/results.json, results.md and plots")
     return 0

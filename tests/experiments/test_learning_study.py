@@ -7,8 +7,10 @@ import dataclasses
 import importlib.util
 import json
 import math
+import shutil
 import sys
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -194,7 +196,15 @@ def test_model_tag() -> None:
 
 
 def _fake_run(
-    root: Path, arm: str, env: str, seed: int, final: float, *, steps: int = 8, batch: int = 8
+    root: Path,
+    arm: str,
+    env: str,
+    seed: int,
+    final: float,
+    *,
+    steps: int = 8,
+    batch: int = 8,
+    checkpoint_every: int = 2,
 ) -> None:
     """A run directory as run.py + Trainer leave it, with synthetic but plausible numbers."""
     rng = np.random.default_rng(zlib.crc32(f"{arm}|{env}|{seed}".encode()))
@@ -204,7 +214,15 @@ def _fake_run(
     algo = {"name": "grpo" if arm == "grpo" else ("no_baseline" if arm == "no_baseline" else "spo")}
     algo.update(group_size=4, offline_n0=2)
     (d / "config.yaml").write_text(
-        yaml.safe_dump({"steps": steps, "rollout": {"batch_size": batch}, "algo": algo, "eval": {"k": 4}})
+        yaml.safe_dump(
+            {
+                "steps": steps,
+                "checkpoint_every": checkpoint_every,
+                "rollout": {"batch_size": batch},
+                "algo": algo,
+                "eval": {"k": 4},
+            }
+        )
     )
     rows = [{"step": 0, "eval/success": 0.1}]
     for s in range(1, steps + 1):
@@ -644,3 +662,178 @@ def test_trl_multiturn_template_renders_tool_calls() -> None:
         trl_mt.tool_calling_template("{{ messages }}")
     env_cls = trl_mt.make_environment_class(None)
     assert env_cls().calculator("6 * 7") == "42" and env_cls().calculator("1/0").startswith("error")
+
+
+# ---- held-out curves --------------------------------------------------------------------------------
+
+
+def test_curve_steps_and_sample_budgets() -> None:
+    # round 2: group arms 32 steps × 16, SPO arms 16 steps × 16 after a 256-sample offline pass
+    assert report.curve_steps(32, [0.25, 0.5, 0.75], 2) == [8, 16, 24]
+    assert report.curve_steps(16, [0.25, 0.5, 0.75], 2) == [4, 8, 12]
+    assert [report.checkpoint_samples(s, 16) for s in (8, 16, 24)] == [128, 256, 384]
+    assert [report.checkpoint_samples(s, 16, 256) for s in (4, 8, 12)] == [320, 384, 448]
+    assert report.curve_steps(16, [0.5], 2, every=4) == [4, 8, 12]
+    assert report.curve_steps(8, [0.5], 2, every=2) == [2, 4, 6]
+    with pytest.raises(SystemExit, match="checkpoint_every 2"):
+        report.curve_steps(10, [0.5], 2)  # step 5 has no checkpoint
+    with pytest.raises(SystemExit, match="between 0 and 1"):
+        report.curve_steps(10, [1.0], 2)
+    with pytest.raises(SystemExit, match=r"curves\.every"):
+        report.curve_steps(10, [], 2, every=3)
+
+
+def _fake_checkpoints(run_dir: Path, steps: Sequence[int]) -> None:
+    for s in steps:
+        ck = run_dir / "checkpoints" / f"step_{s:06d}"
+        ck.mkdir(parents=True)
+        (ck / "state.pt").write_bytes(b"state")
+        (ck / "model.safetensors").write_bytes(bytes([s]))
+
+
+def _fake_eval(x: float) -> dict[str, object]:
+    return {"k": 4, "avg_at_k": x, "pass_at": {"1": x, "4": min(1.0, 2 * x)}, "maj_at": {"1": x, "4": x}}
+
+
+def test_curves_phase_resumes_from_its_cache(tmp_path: Path) -> None:
+    root = tmp_path / "runs"
+    _fake_run(root, "grpo", "agentrl/Calculator-v0", 0, 0.3, steps=8, batch=8)
+    run_dir = root / "m" / "calculator-grpo-s0"
+    _fake_checkpoints(run_dir, (2, 4, 6, 8))
+    job = study.Job("grpo", "agentrl/Calculator-v0", 0, "m", "m", str(root / "m"), "calculator-grpo-s0")
+    (root / "m" / "calculator-grpo-s1").mkdir()  # an unfinished run has no points
+    unfinished = dataclasses.replace(job, seed=1, name="calculator-grpo-s1")
+    cache = study.CurveCache(tmp_path / "out" / "curves.json")
+    calls: list[int] = []
+
+    def evaluate(j: object, step: int, ckpt: Path, stop_at: int = 0) -> dict[str, object]:
+        calls.append(step)
+        if stop_at and len(calls) == stop_at:
+            raise KeyboardInterrupt  # the phase is killed mid-way
+        return {
+            "step": step,
+            "samples": step * 8,
+            "weights": study.weights_fingerprint(ckpt),
+            "eval": _fake_eval(step / 100),
+        }
+
+    # the table's point (half the steps) comes first, then the plot's denser ones
+    assert [s for _, s, _ in study.curve_tasks([job, unfinished], [0.5], every=2)] == [4, 2, 6]
+    with pytest.raises(KeyboardInterrupt):
+        study.run_curves(
+            [job], [0.5], cache, 2, log=lambda _: None, evaluate=lambda *a: evaluate(*a, stop_at=3)
+        )
+    assert sorted(cache.load()["m/calculator-grpo-s0"]) == ["2", "4"]
+    calls.clear()
+    counts = study.run_curves([job], [0.5], cache, 2, log=lambda _: None, evaluate=evaluate)
+    assert calls == [6] and counts == {"points": 3, "cached": 2, "evaluated": 1, "busy": 0}
+    calls.clear()
+    assert study.run_curves([job], [0.5], cache, 2, log=lambda _: None, evaluate=evaluate)["cached"] == 3
+    assert calls == []  # a rerun (or --report-only) evaluates nothing
+    (run_dir / "checkpoints" / "step_000004" / "model.safetensors").write_bytes(b"retrained")
+    study.run_curves([job], [0.5], cache, 2, log=lambda _: None, evaluate=evaluate)
+    assert calls == [4]  # other weights under the same step: evaluated again
+    # another process holding a point: skipped as busy, the rest done
+    other = study.CurveCache(tmp_path / "other" / "curves.json")
+    with other.claim("m/calculator-grpo-s0", 2) as mine:
+        assert mine
+        counts = study.run_curves([job], [0.5], other, 2, log=lambda _: None, evaluate=evaluate)
+    assert counts["busy"] == 1 and counts["evaluated"] == 2
+    text = (tmp_path / "out" / "curves.json").read_text()
+    assert json.loads(text)["runs"] == cache.load() and len(text.splitlines()) == 3 + 5 + 1
+    shutil.rmtree(run_dir / "checkpoints" / "step_000006")
+    with pytest.raises(SystemExit, match="step_000006 is missing"):
+        study.curve_tasks([job], [0.75])
+
+
+def _curve_study(tmp_path: Path) -> tuple[dict[str, object], list[object], dict[str, object]]:
+    """SPO (8 offline samples, 8 steps × 8) and GRPO (9 steps × 8): both 72 samples; 3 seeds each."""
+    root = tmp_path / "runs"
+    cache: dict[str, object] = {}
+    for seed in (0, 1, 2):
+        _fake_run(root, "spo", "agentrl/Calculator-v0", seed, 0.5 + 0.01 * seed, steps=8, batch=8)
+        _fake_run(root, "grpo", "agentrl/Calculator-v0", seed, 0.3 + 0.02 * seed, steps=9, batch=8)
+        cache[f"m/calculator-spo-s{seed}"] = {str(s): {"eval": _fake_eval(0.1 + s / 20)} for s in (2, 4, 6)}
+        if seed < 2:  # GRPO seed 2's points are not evaluated yet
+            cache[f"m/calculator-grpo-s{seed}"] = {
+                str(s): {"eval": _fake_eval(0.1 + s / 40 + seed / 100)} for s in (2, 4, 6, 8)
+            }
+    cfg = {
+        "curves": {"step_fractions": [0.5], "every": 2},
+        "arms": {"spo": {}, "grpo": {}},
+        "envs": ["agentrl/Calculator-v0"],
+    }
+    return cfg, report.read_runs(root), cache
+
+
+def test_curve_points_and_tables(tmp_path: Path) -> None:
+    cfg, runs, cache = _curve_study(tmp_path)
+    spo = next(r for r in runs if r.arm == "spo" and r.seed == 0)
+    tm = {"s_per_batch": 10.0, "offline_s": 5.0}
+    pts = report.curve_points(spo, cache["m/calculator-spo-s0"], tm)
+    assert [p["samples"] for p in pts] == [0, 8, 24, 40, 56, 72]
+    assert [p["time_s"] for p in pts] == [0.0, 5.0, 25.0, 45.0, 65.0, 85.0]
+    assert [p["source"] for p in pts] == [
+        "before",
+        "before",
+        "checkpoint",
+        "checkpoint",
+        "checkpoint",
+        "after",
+    ]
+    assert pts[1]["avg"] == pts[0]["avg"] == 0.1 and pts[3]["avg"] == pytest.approx(0.3)
+    assert pts[-1]["avg"] == 0.5 and pts[-1]["pass"] == 1.0
+
+    res = {
+        "refs": ["spo"],
+        "simulated_time": {"arms": {"spo": tm, "grpo": {"s_per_batch": 20.0, "offline_s": 0.0}}},
+    }
+    cur = report.aggregate_curves(cfg, runs, res, cache)
+    assert cur is not None
+    assert cur["coverage"] == {
+        "runs": 6,
+        "runs_complete": 5,
+        "table_points": 6,
+        "table_points_cached": 5,
+        "points": 3 * 3 + 3 * 4,
+        "points_cached": 3 * 3 + 2 * 4,
+    }
+    assert cur["table_budgets"] == {"spo": [0, 8, 40, 72], "grpo": [0, 32, 72]}
+    g = cur["points"]["grpo"]
+    assert g[32]["n"] == 2 and g[72]["n"] == 3 and g[32]["time_s"] == 80.0
+    assert g[32]["avg"]["mean"] == pytest.approx(np.mean([0.2, 0.21]))
+    assert cur["points"]["spo"][40]["avg"]["mean"] == pytest.approx(0.3)
+    assert cur["points"]["spo"][40]["avg"]["lo"] == pytest.approx(0.3)  # no spread across seeds
+    d = cur["diffs_vs_grpo"]["spo-grpo|avg"]
+    assert list(d) == [72]  # the budgets both arms have in their tables (0 is the same model)
+    assert d[72]["est"] == pytest.approx(np.mean([0.5, 0.51, 0.52]) - np.mean([0.3, 0.32, 0.34]))
+    assert d[72]["verdict"] == "win"
+    text = "\n".join(report.render_curves(cur, res, [], "@4"))
+    assert "| avg@4 | 0 samples | 8 samples | 32 samples | 40 samples | 72 samples |" in text
+    spo_label = report._label("spo")  # labels are the last report's (a config may rename arms)
+    assert f"| {spo_label} | 0.100 [0.100, 0.100] | 0.100 [0.100, 0.100] | – | 0.300 [0.300, 0.300] |" in text
+    assert "5 of 6 table points (5 of 6 runs complete)" in text and "17 of 21 points" in text
+    assert f"| {spo_label} − GRPO | 72 | +" in text and "TRL" not in text
+    assert report.aggregate_curves(cfg, runs, res, None) is None
+
+
+def test_round2_report_has_curves(tmp_path: Path) -> None:
+    cfg = _fake_study(tmp_path)
+    cfg.update(round=2, reference_arms=["spo"], envs=["agentrl/Calculator-v0"], pilot=None)
+    cfg["arms"] = {a: {"algo.name": a} for a in ("spo", "grpo", "no_baseline")}
+    cfg["curves"] = {"step_fractions": [0.5], "every": 0}
+    cache = {
+        f"m/calculator-{a}-s{s}": {"4": {"eval": _fake_eval(0.2)}} for a in ("spo", "grpo") for s in (0, 1)
+    }
+    out = tmp_path / "out"
+    readme = tmp_path / "README.md"
+    b2, e2 = report.README_MARKERS[2]
+    readme.write_text(f"{b2}\nold\n{e2}\n")
+    report.write_report(
+        cfg, study.build_jobs(cfg), out, trl_dir=tmp_path / "trl", readme=readme, curves=cache
+    )
+    text = readme.read_text()
+    assert "### Held-out curves" in text and "(out/curves.png)" in text and (out / "curves.png").is_file()
+    assert "4 of 9 table points (4 of 9 runs complete)" in text
+    data = json.loads((out / "results.json").read_text())["results"]["curves"]
+    assert data["table_budgets"]["spo"] == [0, 8, 40, 72] and data["points"]["grpo"]["32"]["n"] == 2
