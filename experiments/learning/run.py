@@ -556,6 +556,24 @@ def run_trl(cfg: dict[str, Any], args: argparse.Namespace, out_dir: Path, log: A
             log(f"    TRL reference failed (exit {rc}); see {out}")
 
 
+def guard_report(out: Path, jobs: Sequence[Job], run_root: str) -> None:
+    """Refuse to overwrite a report built from more finished runs than are on disk now (for example
+    `--report-only` on a clone without the runs): the committed results would be lost."""
+    previous = out / "results.json"
+    if not previous.is_file():
+        return
+    try:
+        had = sum(1 for r in json.loads(previous.read_text()).get("runs", []) if r.get("finished"))
+    except (ValueError, AttributeError):
+        return
+    have = sum(1 for j in jobs if (j.run_dir / "summary.json").is_file())
+    if have < had:
+        raise SystemExit(
+            f"learning study: {previous} was built from {had} finished runs, but only {have} are under "
+            f"{run_root}; not overwriting it (point run_root at the runs, or move the file away)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--config", type=Path, default=HERE / "config.yaml")
@@ -651,6 +669,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {run_curves(curve_jobs, fractions, cache, every)}")
             print(f"  curves phase: {time.perf_counter() - t0:.0f} s")
 
+    guard_report(out, all_jobs, cfg["run_root"])
     sys.path.insert(0, str(HERE))
     from report import write_report
 

@@ -837,3 +837,22 @@ def test_round2_report_has_curves(tmp_path: Path) -> None:
     assert "4 of 9 table points (4 of 9 runs complete)" in text
     data = json.loads((out / "results.json").read_text())["results"]["curves"]
     assert data["table_budgets"]["spo"] == [0, 8, 40, 72] and data["points"]["grpo"]["32"]["n"] == 2
+
+
+def test_a_report_is_not_overwritten_from_fewer_runs_than_it_was_built_from(tmp_path: Path) -> None:
+    jobs = [
+        study.Job("grpo", "agentrl/Calculator-v0", s, "tiny", "tiny-x", str(tmp_path / "runs"), f"g-s{s}")
+        for s in range(2)
+    ]
+    out = tmp_path / "report"
+    out.mkdir()
+    study.guard_report(out, jobs, str(tmp_path / "runs"))  # no report yet: nothing to protect
+    (out / "results.json").write_text(json.dumps({"runs": [{"finished": True}, {"finished": True}]}))
+    with pytest.raises(
+        SystemExit, match=r"built from 2 finished runs, but only 0 are under .*not overwriting"
+    ):
+        study.guard_report(out, jobs, str(tmp_path / "runs"))
+    for j in jobs:
+        j.run_dir.mkdir(parents=True)
+        (j.run_dir / "summary.json").write_text("{}")
+    study.guard_report(out, jobs, str(tmp_path / "runs"))  # the runs are back: the report may be rebuilt
