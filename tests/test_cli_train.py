@@ -182,6 +182,25 @@ def test_eval_of_a_run_uses_the_runs_own_env_and_lengths(
     assert run_config(ckpt)["env"]["max_turns"] == 2  # found from a checkpoint folder too
 
 
+def test_eval_of_a_run_with_nothing_overridden_repeats_the_runs_own_evaluation(
+    micro_model: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("AGENTRL_CACHE", str(tmp_path / "cache"))
+    runs = tmp_path / "runs"
+    assert (
+        train(micro_model, runs, "name=r", "steps=2", "eval.tasks=3", "eval.k=2", "eval.temperature=0.9") == 0
+    )
+    after = [r for r in read_metrics(runs / "r" / "metrics.jsonl") if r.get("eval/final")][-1]
+    capsys.readouterr()
+    out_json = tmp_path / "e.json"
+    assert main(["eval", "--checkpoint", str(runs / "r"), "--json", str(out_json)]) == 0
+    out = capsys.readouterr().out
+    assert "the run's own evaluation: env agentrl/Calculator-v0, 3 test tasks × k=2, temperature 0.9" in out
+    got = json.loads(out_json.read_text())
+    assert got["tasks"] * got["k"] == after["eval/n"] == 6
+    assert got["avg_at_k"] == after["eval/success"] and got["pass_at"]["2"] == after["eval/pass@2"]
+
+
 def test_the_command_exits_2_with_one_line_on_stderr_for_a_user_error() -> None:
     import subprocess
     import sys
