@@ -335,8 +335,10 @@ def evaluate_success(
     seed: int = 0,
     temperature: float = 1.0,
     max_new_tokens: int = 96,
+    exclude: Sequence[str] = (),
 ) -> float:
-    """Held-out success rate on the first `n` test tasks (batched HF generation; 0 is greedy).
+    """Held-out success rate on the first `n` test tasks not in `exclude` (batched HF generation;
+    0 is greedy).
 
     `env_name` is a short bundled name or a gymnasium id (see `make_env`).
     """
@@ -348,7 +350,8 @@ def evaluate_success(
         policy = HFPolicy(model, tokenizer, seed=seed, max_batch_size=128)
         try:
             envs = [make_env(env_name, "test") for _ in range(n)]
-            ids = envs[0].task_ids("test")[:n]
+            skip = set(exclude)
+            ids = [t for t in envs[0].task_ids("test") if t not in skip][:n]
             envs = envs[: len(ids)]
             params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
             trajs = await asyncio.gather(
@@ -536,9 +539,11 @@ def gather_demonstrations(cfg: SFTConfig) -> tuple[list[Demonstration], dict[str
     """The demonstrations `cfg` asks for and a description of them (source, counts, skipped)."""
     probe = make_env(cfg.env, "train")
     splits = tuple(getattr(probe, "splits", ("train", "test")))
+    test_tasks: list[str] = []
     if cfg.demos:
         demos = load_demonstrations(cfg.demos, probe.toolbox.schemas())
         source = str(cfg.demos)
+        test_tasks = _test_tasks_in(cfg.demos)
     else:
         if not _has_expert(probe):
             raise ValueError(
@@ -562,7 +567,27 @@ def gather_demonstrations(cfg: SFTConfig) -> tuple[list[Demonstration], dict[str
         "skipped_failed": len(demos) - len(kept),
         "mean_reward": sum(d.reward for d in demos) / len(demos),
     }
+    if test_tasks:
+        info["test_tasks_in_demos"] = test_tasks
     return kept, info
+
+
+def _test_tasks_in(path: str | Path) -> list[str]:
+    """Task ids of the test split that a demonstrations file holds (rows written by `agentrl
+    rollouts` say their split and task); the held-out evaluation skips them."""
+    found: list[str] = []
+    with Path(path).open(encoding="utf-8") as f:
+        for line in f:
+            if not line.strip():
+                continue
+            row = json.loads(line)
+            split, task = row.get("split"), row.get("task_id")
+            if (split is None or task is None) and isinstance(row.get("prompt_id"), str):
+                parts = row["prompt_id"].split("/")
+                split, task = (parts[-2], parts[-1]) if len(parts) >= 3 else (None, None)
+            if split == "test" and task is not None and str(task) not in found:
+                found.append(str(task))
+    return found
 
 
 def _plot_losses(losses: Sequence[float], path: Path, title: str) -> None:
@@ -587,11 +612,11 @@ def _plot_losses(losses: Sequence[float], path: Path, title: str) -> None:
 
 
 def _held_out(
-    model: Any, tokenizer: Any, cfg: SFTConfig, probe_splits: Sequence[str]
+    model: Any, tokenizer: Any, cfg: SFTConfig, probe_splits: Sequence[str], exclude: Sequence[str] = ()
 ) -> dict[str, float] | None:
     if not cfg.eval_tasks or "test" not in probe_splits:
         return None
-    kw = dict(seed=cfg.seed, max_new_tokens=cfg.max_new_tokens)
+    kw = dict(seed=cfg.seed, max_new_tokens=cfg.max_new_tokens, exclude=exclude)
     return {
         "sampled": evaluate_success(model, tokenizer, cfg.env, cfg.eval_tasks, temperature=1.0, **kw),
         "greedy": evaluate_success(model, tokenizer, cfg.env, cfg.eval_tasks, temperature=0.0, **kw),
@@ -633,7 +658,8 @@ def warm_start(
     t_demos = time.monotonic() - t0
     lr = cfg.lr or default_lr(model)
     t1 = time.monotonic()
-    before = _held_out(model, tokenizer, cfg, splits)
+    seen = demo_info.get("test_tasks_in_demos", [])  # held out means not trained on
+    before = _held_out(model, tokenizer, cfg, splits, seen)
     t_eval = time.monotonic() - t1
     rng = random.Random(f"{cfg.seed}/sft")
     tokens = [0]
@@ -647,7 +673,7 @@ def warm_start(
     losses = fit(model, tokenizer.pad_token_id, batch, cfg.steps, lr, cfg.warmup, "sft", progress=progress)
     t_fit = time.monotonic() - t1
     t1 = time.monotonic()
-    after = _held_out(model, tokenizer, cfg, splits)
+    after = _held_out(model, tokenizer, cfg, splits, seen)
     t_eval += time.monotonic() - t1
     record: dict[str, Any] = {
         "model": model_name,

@@ -254,3 +254,48 @@ def test_tiny_learns_the_custom_units_env_with_the_default_command(tmp_path: Pat
     held_out = json.loads((out / "sft.json").read_text())["held_out"]
     assert held_out["before"]["sampled"] < 0.1
     assert held_out["after"]["sampled"] >= 0.4 and held_out["after"]["greedy"] >= 0.4
+
+
+def test_demos_from_test_tasks_are_skipped_by_the_held_out_evaluation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import agentrl.sft as sft
+    from agentrl.rollout.messages import export_trajectories, run_recorded_episode
+    from tests.policy.conftest import ScriptedPolicy
+
+    tok = _tokenizer()
+    env = gymnasium.make("agentrl/Calculator-v0").unwrapped
+    test_id, train_id = env.task_ids("test")[1], env.task_ids("train")[0]
+
+    async def record() -> list[Any]:
+        return [
+            await run_recorded_episode(env, ScriptedPolicy(tok, env=env), tok, prompt_id=p)
+            for p in (f"calculator/test/{test_id}", f"calculator/train/{train_id}")
+        ]
+
+    demos = tmp_path / "demos.jsonl"
+    export_trajectories(asyncio.run(record()), tok, demos)
+    assert sft._test_tasks_in(demos) == [test_id]
+    excluded: list[Sequence[str]] = []
+
+    def fake_eval(*args: Any, exclude: Sequence[str] = (), **kw: Any) -> float:
+        excluded.append(list(exclude))
+        return 0.0
+
+    monkeypatch.setattr(sft, "evaluate_success", fake_eval)
+    _save_micro_model(tmp_path / "micro")
+    argv = [
+        "sft",
+        "--env",
+        "agentrl/Calculator-v0",
+        "--model",
+        str(tmp_path / "micro"),
+        "--demos",
+        str(demos),
+    ]
+    assert (
+        main([*argv, "--steps", "1", "--batch-size", "2", "--eval-tasks", "2", "--out", str(tmp_path / "o")])
+        == 0
+    )
+    assert "note: 1 of the demos are test-split tasks" in capsys.readouterr().out
+    assert excluded and all(e == [test_id] for e in excluded)  # before and after, sampled and greedy

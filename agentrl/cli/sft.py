@@ -59,6 +59,12 @@ def run(args: argparse.Namespace) -> int:
         device = ("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device
         out = Path(args.out) if args.out else default_out(args.env, args.model)
         demos = gather_demonstrations(cfg)  # bad demos or env fail here, before the model loads
+        seen = demos[1].get("test_tasks_in_demos")
+        if seen and cfg.eval_tasks:
+            print(
+                f"note: {len(seen)} of the demos are test-split tasks of {cfg.env}; the held-out "
+                "evaluation skips them (write demos from another split, e.g. agentrl rollouts --split train)"
+            )
         model, tokenizer = load_model(args.model, device=device)
         record = warm_start(model, tokenizer, cfg, out, model_name=args.model, demos=demos)
     except ValueError as e:
