@@ -89,6 +89,11 @@ def check_world(cfg: TrainConfig, world: int, *, cuda: bool | None = None) -> No
             f"model.device: {cfg.model.device} pins one GPU; with several ranks use cuda or auto "
             "(each rank takes the GPU of its LOCAL_RANK)"
         )
+    if cfg.model.lora_rank and lc.strategy != "ddp":
+        raise ConfigError(
+            "model.lora_rank: on several learner ranks a LoRA adapter trains under DDP (each rank holds "
+            "the frozen base, the adapter's gradients are averaged): set learner.strategy=ddp"
+        )
 
 
 @dataclass

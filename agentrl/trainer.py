@@ -254,10 +254,6 @@ class Trainer:
         dtype = _dtype(cfg.model.dtype, device)
         if cfg.learner.mixed_precision != "none" and cfg.model.dtype == "auto":
             dtype = torch.float32  # fp32 master weights; FSDP2 computes in bf16
-        if self.dist is not None and cfg.model.lora_rank:
-            raise ConfigError(
-                "model.lora_rank: LoRA runs on one learner process for now (drop --nproc-per-node)"
-            )
         full_ckpt = resume_from if not cfg.model.lora_rank else None  # a LoRA checkpoint is an adapter
         self.model, self.tokenizer = await asyncio.to_thread(
             load_model, str(full_ckpt or self._model_source), device=device, dtype=dtype
@@ -309,6 +305,9 @@ class Trainer:
         if resume_from is None:  # from step 0: drop the records of an earlier try that left no checkpoint
             self.log.truncate_after(-1)
         return resume_from
+
+    def _lora_dropout(self) -> contextlib.AbstractContextManager[Any]:
+        return lora_dropout_active(self.model) if self.adapter is not None else contextlib.nullcontext()
 
     def _make_learner(self, train_module: torch.nn.Module, device: torch.device) -> Learner:
         cfg = self.cfg
@@ -575,9 +574,10 @@ class Trainer:
         exclusive = getattr(self.policy, "exclusive", None)
         lock = exclusive() if shared and exclusive is not None else contextlib.nullcontext()
         t0 = time.perf_counter()
-        drop = lora_dropout_active(self.model) if self.adapter is not None else contextlib.nullcontext()
         async with lock:
-            with drop:  # LoRA dropout (model.lora_dropout) acts in the learner's forwards only
+            with (
+                self._lora_dropout()
+            ):  # LoRA dropout (model.lora_dropout) acts in the learner's forwards only
                 stats: UpdateStats = await asyncio.to_thread(
                     self._update, trajs, result.advantages, self.algorithm.loss_aggregation()
                 )
@@ -749,7 +749,8 @@ class Trainer:
             while True:
                 msg = self.dist.broadcast()
                 if msg[0] == "update":
-                    self._collective_update(*msg[1:])
+                    with self._lora_dropout():  # as on rank 0: LoRA dropout in the learner's forwards
+                        self._collective_update(*msg[1:])
                     self.step += 1
                 elif msg[0] == "save":
                     save_sharded(msg[1], self.learner.model, self.learner.optimizer)

@@ -94,6 +94,11 @@ def test_backend_and_gpu_options_need_cuda() -> None:
         check_world(cfg("learner.mixed_precision=bf16"), 2, cuda=False)
     with pytest.raises(ConfigError, match=r"^model\.device: cuda:1 pins one GPU"):
         check_world(cfg("model.device=cuda:1"), 2, cuda=True)
+    with pytest.raises(
+        ConfigError, match=r"^model\.lora_rank: on several learner ranks .* learner\.strategy=ddp$"
+    ):
+        check_world(cfg("model.lora_rank=8"), 2, cuda=False)  # FSDP2, the default, is not for adapters
+    check_world(cfg("model.lora_rank=8", "learner.strategy=ddp"), 2, cuda=False)
     check_world(cfg("learner.dist_backend=nccl", "learner.mixed_precision=bf16"), 2, cuda=True)
     check_world(cfg("learner.dist_backend=nccl", "rollout.batch_size=7"), 1, cuda=False)  # one process
 

@@ -225,6 +225,58 @@ def test_two_rank_micro_run_checkpoints_and_resumes_on_two_or_one_ranks(
         assert load_state(last)["learner"]["total_steps"] == steps
 
 
+def test_two_rank_lora_run_under_ddp_matches_one_process_and_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import shutil
+
+    from safetensors.torch import load_file
+
+    from agentrl.checkpoint import SHARDED, latest_checkpoint
+    from tests.test_trainer import MICRO_OVERRIDES, make_micro_model
+
+    model = make_micro_model(tmp_path / "micro")
+    runs = tmp_path / "runs"
+    env = {**os.environ, "AGENTRL_CACHE": str(tmp_path / "cache"), "PYTHONUNBUFFERED": "1"}
+    monkeypatch.setenv("AGENTRL_CACHE", env["AGENTRL_CACHE"])
+    lora = ["model.lora_rank=4", "learner.strategy=ddp"]
+    base = [f"model.name={model}", f"run_root={runs}", *MICRO_OVERRIDES, *lora]
+    log = tmp_path / "train.log"
+
+    def cli(nproc: int, *extra: str) -> None:
+        launch = ["--nproc-per-node", str(nproc)] if nproc > 1 else []
+        cmd = [sys.executable, "-m", "agentrl.cli", "train", *launch, *base, *extra]
+        with open(log, "ab") as f:
+            proc = subprocess.run(cmd, env=env, stdout=f, stderr=subprocess.STDOUT, timeout=600, check=False)
+        assert proc.returncode == 0, log.read_text()[-4000:]
+
+    cli(2, "name=two", "steps=2")
+    cli(1, "name=one", "steps=1")
+    two, one = _rows(runs / "two"), _rows(runs / "one")
+    for key in ("learner/kl", "learner/grad_norm", "learner/entropy"):
+        assert two[0][key] == pytest.approx(one[0][key], rel=1e-4), key
+    assert two[0]["learner/loss"] == pytest.approx(one[0]["learner/loss"], abs=1e-6)
+    assert two[0]["learner/tokens"] == one[0]["learner/tokens"]
+    ckpt = latest_checkpoint(runs / "two" / "checkpoints")
+    assert ckpt is not None and ckpt.name == "step_000002"
+    assert (ckpt / "adapter_model.safetensors").is_file() and not (ckpt / "model.safetensors").exists()
+    assert (ckpt / SHARDED / ".metadata").is_file()
+
+    # resumed on 2 ranks and on 1 process: one more step each, the adapter keeps training
+    shutil.copytree(runs / "two", runs / "two-on-one")
+    for name, nproc in (("two", 2), ("two-on-one", 1)):
+        cli(nproc, f"name={name}", "steps=3", "--resume")
+        assert [r["step"] for r in _rows(runs / name)] == [1, 2, 3]
+        assert f"resumed {name} at step 2" in log.read_text()
+        last = latest_checkpoint(runs / name / "checkpoints")
+        assert last is not None and last.name == "step_000003"
+        before, after = (
+            load_file(ckpt / "adapter_model.safetensors"),
+            load_file(last / "adapter_model.safetensors"),
+        )
+        assert any(not torch.equal(before[k], after[k]) for k in before)
+
+
 def _read_dcp(path: Path, out: Path) -> dict[str, torch.Tensor]:
     """A DCP folder's tensors by flat key, read by torch's own converter."""
     from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
