@@ -64,9 +64,12 @@ def resolve_backend(name: str, device: torch.device) -> str:
 
 def check_world(cfg: TrainConfig, world: int, *, cuda: bool | None = None) -> None:
     """One-line errors for a world size the config cannot use; nothing is started."""
+    cuda = torch.cuda.is_available() if cuda is None else cuda
+    on_cpu = cfg.model.device == "cpu" or (cfg.model.device == "auto" and not cuda)
+    if cfg.learner.mixed_precision == "bf16" and (on_cpu or not cuda):
+        raise ConfigError("learner.mixed_precision: bf16 mixed precision is a GPU option; use none on CPU")
     if world <= 1:
         return
-    cuda = torch.cuda.is_available() if cuda is None else cuda
     per = world * cfg.optim.mini_batches
     if cfg.rollout.batch_size % per:
         raise ConfigError(
@@ -75,15 +78,12 @@ def check_world(cfg: TrainConfig, world: int, *, cuda: bool | None = None) -> No
             "equal share of each mini-batch"
         )
     lc = cfg.learner
-    on_cpu = cfg.model.device == "cpu" or (cfg.model.device == "auto" and not cuda)
     if lc.dist_backend == "nccl" and (on_cpu or not cuda):
         raise ConfigError(
             "learner.dist_backend: nccl needs CUDA devices"
             + (" (model.device is cpu)" if cuda else ", and this machine has none")
             + "; use gloo or auto"
         )
-    if lc.mixed_precision != "none" and (on_cpu or not cuda):
-        raise ConfigError("learner.mixed_precision: bf16 mixed precision is a GPU option; use none on CPU")
     if cfg.model.device.startswith("cuda:"):
         raise ConfigError(
             f"model.device: {cfg.model.device} pins one GPU; with several ranks use cuda or auto "
@@ -188,7 +188,7 @@ def wrap_model(model: torch.nn.Module, ctx: DistContext, cfg: LearnerConfig) -> 
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     kw: dict[str, Any] = {}
-    if cfg.mixed_precision == "bf16":
+    if cfg.bf16_compute(ctx.device, ctx.world_size):
         kw["mp_policy"] = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
     for layer in _decoder_layers(model):
         fully_shard(layer, **kw)

@@ -23,6 +23,7 @@ build the policy with dropout 0 so that log-probs are deterministic and ratios m
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -191,6 +192,9 @@ class Learner:
         device: where batches go; defaults to the model's parameter device.
         process_group: a torch.distributed group for multi-rank training, else None.
         pad_id: the id written into padding (never scored; any valid id works).
+        autocast: a dtype (bf16) to compute the model's forwards in, over weights kept in their own
+            dtype (fp32 master weights); None computes in the weights' dtype. The log-prob maths is
+            float32 either way.
         score_model: an unwrapped module with the same weights that `score` uses (a caller on one
             rank cannot run a sharded model alone); the update's own KL pass uses `model`.
     """
@@ -206,6 +210,7 @@ class Learner:
         process_group: Any | None = None,
         pad_id: int = 0,
         score_model: torch.nn.Module | None = None,
+        autocast: torch.dtype | None = None,
     ) -> None:
         if isinstance(optim, dict):
             optim = OptimConfig(**optim)
@@ -221,6 +226,7 @@ class Learner:
         self.process_group = process_group
         self.pad_id = int(pad_id)
         self.score_model = score_model
+        self.autocast = autocast
         self.version = 0
         self.total_steps = 0
         self.total_skipped = 0
@@ -279,6 +285,11 @@ class Learner:
         k = min(self.opt_cfg.mini_batches, max(n, 1))
         return [c for c in np.array_split(np.arange(n), k) if c.size]
 
+    def _compute_dtype(self) -> contextlib.AbstractContextManager[Any]:
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=self.autocast)
+
     def score(self, trajs: Sequence[Trajectory], only_sampled: bool = False) -> list[np.ndarray]:
         """The current policy's per-token log-probs (see `compute_logprobs`); a replay `score_fn`."""
         return self._score(self.score_model or self.model, trajs, only_sampled)
@@ -286,17 +297,18 @@ class Learner:
     def _score(
         self, model: torch.nn.Module, trajs: Sequence[Trajectory], only_sampled: bool, min_forwards: int = 0
     ) -> list[np.ndarray]:
-        return compute_logprobs(
-            model,
-            trajs,
-            micro_batch_size=self.opt_cfg.micro_batch_size,
-            temperature=self.temperature,
-            device=self.device,
-            pad_id=self.pad_id,
-            only_sampled=only_sampled,
-            share_prefix=self.loss_cfg.share_prefix,
-            min_forwards=min_forwards,
-        )
+        with self._compute_dtype():
+            return compute_logprobs(
+                model,
+                trajs,
+                micro_batch_size=self.opt_cfg.micro_batch_size,
+                temperature=self.temperature,
+                device=self.device,
+                pad_id=self.pad_id,
+                only_sampled=only_sampled,
+                share_prefix=self.loss_cfg.share_prefix,
+                min_forwards=min_forwards,
+            )
 
     def _mean_kl(
         self, trajs: Sequence[Trajectory], ref: Sequence[np.ndarray], min_forwards: int = 0
@@ -410,7 +422,8 @@ class Learner:
                         sel = m > 0
                         # logits only where the loss looks (the shared prompt head runs once); scattered
                         # back to [B, T-1] so aggregation sees the usual padded layout
-                        logits = _selected_logits(self.model, p, sel, cfg.share_prefix)
+                        with self._compute_dtype():
+                            logits = _selected_logits(self.model, p, sel, cfg.share_prefix)
                         lp = torch.zeros_like(p.old_logprobs).index_put(
                             (sel,), token_logprobs(logits, p.input_ids[:, 1:][sel], self.temperature)
                         )

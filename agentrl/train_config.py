@@ -366,13 +366,21 @@ class LossConfig:
 class LearnerConfig:
     """How the learner runs on several processes (`torchrun`, or `agentrl train --nproc-per-node N`).
 
-    One process uses only `activation_checkpointing`; the rest applies when the world size is > 1.
+    One process uses `activation_checkpointing` and `mixed_precision`; the rest applies when the
+    world size is > 1.
     """
+
+    def bf16_compute(self, device: Any, world: int = 1) -> bool:
+        """Whether the learner computes in bf16 over fp32 weights on `device` with `world` ranks."""
+        if self.mixed_precision == "auto":
+            return torch_device_type(device) == "cuda" and (world == 1 or self.strategy == "fsdp")
+        return self.mixed_precision == "bf16"
 
     strategy: Literal["fsdp", "ddp"] = "fsdp"  # FSDP2 (`fully_shard`: sharded weights) or DDP (replicas)
     dist_backend: Literal["auto", "gloo", "nccl"] = "auto"  # auto: NCCL on CUDA, gloo on CPU
-    # fsdp on CUDA: bf16 forward/backward over fp32 weights, gradients reduced in fp32
-    mixed_precision: Literal["none", "bf16"] = "none"
+    # bf16 forward/backward over fp32 master weights (FSDP2's mixed precision on several ranks,
+    # autocast on one); auto: bf16 on CUDA (not with ddp on several ranks), none on CPU
+    mixed_precision: Literal["auto", "none", "bf16"] = "auto"
     activation_checkpointing: bool = (
         False  # recompute each layer in backward (the module trains in train mode)
     )
@@ -382,12 +390,12 @@ class LearnerConfig:
         for name, options in (
             ("strategy", ("fsdp", "ddp")),
             ("dist_backend", ("auto", "gloo", "nccl")),
-            ("mixed_precision", ("none", "bf16")),
+            ("mixed_precision", ("auto", "none", "bf16")),
         ):
             if getattr(self, name) not in options:
                 raise ValueError(f"{name}: must be one of {', '.join(options)}, got {getattr(self, name)!r}")
         _finite("dist_timeout_s", self.dist_timeout_s, low=0)
-        if self.mixed_precision != "none" and self.strategy != "fsdp":
+        if self.mixed_precision == "bf16" and self.strategy != "fsdp":
             raise ValueError(
                 "mixed_precision: needs strategy=fsdp (with ddp, load the model in bf16: model.dtype=bfloat16)"
             )
@@ -451,3 +459,8 @@ def default_run_name(env_id: str, algo: str, stamp: str) -> str:
     """`calculator-spo-20261204-101500`: env short name, algorithm, and a timestamp."""
     env_short = env_id.split(":")[-1].split("/")[-1].split("-v")[0].lower() or "env"
     return f"{env_short}-{algo}-{stamp}"
+
+
+def torch_device_type(device: Any) -> str:
+    """ "cuda" or "cpu" (or another type) of a torch.device or a device string."""
+    return getattr(device, "type", None) or str(device).split(":")[0]

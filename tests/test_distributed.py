@@ -101,6 +101,9 @@ def test_backend_and_gpu_options_need_cuda() -> None:
     check_world(cfg("model.lora_rank=8", "learner.strategy=ddp"), 2, cuda=False)
     check_world(cfg("learner.dist_backend=nccl", "learner.mixed_precision=bf16"), 2, cuda=True)
     check_world(cfg("learner.dist_backend=nccl", "rollout.batch_size=7"), 1, cuda=False)  # one process
+    with pytest.raises(ConfigError, match=r"^learner\.mixed_precision: bf16 mixed precision is a GPU option"):
+        check_world(cfg("learner.mixed_precision=bf16"), 1, cuda=False)  # one process too
+    check_world(cfg(), 1, cuda=False)  # auto: none on CPU
 
 
 def test_learner_section_is_validated() -> None:

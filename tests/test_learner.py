@@ -490,3 +490,46 @@ def test_activation_checkpointing_takes_the_full_forward() -> None:
     enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
     enable()
     assert not shares_prefix(model)
+
+
+def test_bf16_autocast_over_fp32_weights_trains_where_bf16_weights_barely_move() -> None:
+    """The GPU default: fp32 master weights, forwards computed in bf16 (autocast). Checked on CPU,
+    whose autocast also computes in bf16: the weights stay fp32 and every one moves at a small
+    learning rate, the loss is the fp32 loss within bf16 error, and bf16 weights (the old GPU
+    default) lose most of the same update to rounding."""
+    adv = np.linspace(-1, 1, 6)
+    ref, bf16, cast = tiny_lm(), tiny_lm().to(torch.bfloat16), tiny_lm()
+    trajs = scored_batch(ref)
+    moved = {}
+    for name, model, kw in (
+        ("fp32", ref, {}),
+        ("bf16 weights", bf16, {}),
+        ("autocast", cast, {"autocast": torch.bfloat16}),
+    ):
+        before = {k: v.detach().clone() for k, v in model.named_parameters()}
+        st = make_learner(model, {"lr": 1e-5}, **kw).update(trajs, adv)
+        moved[name] = (
+            sum((p != before[k]).sum().item() for k, p in model.named_parameters())
+            / sum(p.numel() for p in model.parameters()),
+            st.loss,
+        )
+    assert all(p.dtype == torch.float32 for p in cast.parameters())
+    assert moved["autocast"][0] > 0.9 and moved["fp32"][0] > 0.9
+    assert moved["bf16 weights"][0] < 0.5
+    assert moved["autocast"][1] == pytest.approx(moved["fp32"][1], abs=2e-2)
+
+
+def test_mixed_precision_auto_is_bf16_compute_on_cuda_only() -> None:
+    from agentrl.train_config import LearnerConfig
+    from agentrl.trainer import _dtype
+
+    auto = LearnerConfig()
+    assert auto.bf16_compute("cuda") and auto.bf16_compute(torch.device("cuda", 0), world=4)
+    assert not auto.bf16_compute("cpu")
+    assert not LearnerConfig(strategy="ddp").bf16_compute("cuda", world=2)  # DDP keeps fp32 compute
+    assert LearnerConfig(strategy="ddp").bf16_compute("cuda", world=1)
+    assert not LearnerConfig(mixed_precision="none").bf16_compute("cuda")
+    assert LearnerConfig(mixed_precision="bf16").bf16_compute("cpu")  # explicit; refused on CPU by the CLI
+    for device in ("cpu", "cuda"):
+        assert _dtype("auto", torch.device(device)) is torch.float32  # fp32 master weights everywhere
+    assert _dtype("bfloat16", torch.device("cuda")) is torch.bfloat16
