@@ -42,6 +42,8 @@ class ModelConfig:
     backend: Literal["hf", "openai", "vllm"] = "hf"
     endpoints: list[str] = field(default_factory=list)  # openai backend: base URLs of vLLM servers
     device: str = "auto"  # auto | cpu | cuda | cuda:N
+    # the weights' dtype; auto: float32 (on a GPU the learner computes in bf16 over them, see
+    # learner.mixed_precision); bfloat16 weights lose most AdamW steps at RL learning rates
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     request_timeout: float = 60.0
     prefix_cache_mb: float = 256.0  # hf backend: KV store for multi-turn prefixes (0: off)
