@@ -89,7 +89,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     from run import load_study_config
     from trl import GRPOConfig, GRPOTrainer
     from trl.chat_template_utils import qwen3_template, supports_tool_calling
-    from trl_reference import completion_text, score_completion
+    from trl_reference import counting_reward, grpo_arguments
 
     import agentrl.envs  # noqa: F401  (registers the bundled envs)
 
@@ -135,48 +135,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "task_id": [t.id for t in order],
         }
     )
-    seen = {"completions": 0}
-
-    def reward(completions: list[Any], task_id: list[str], **_: Any) -> list[float]:
-        seen["completions"] += len(completions)
-        return [
-            score_completion(env, by_id[t], completion_text(x))[0]
-            for x, t in zip(completions, task_id, strict=True)
-        ]
+    reward, seen = counting_reward(env, by_id)
 
     Env = make_environment_class(env)
     with tempfile.TemporaryDirectory() as tmp:
         config = GRPOConfig(
-            output_dir=tmp,
-            per_device_train_batch_size=batch,
-            gradient_accumulation_steps=1,
-            steps_per_generation=1,
-            num_generations=group,
-            max_completion_length=max_tokens,
-            max_tool_calling_iterations=max_turns - 1,
-            max_steps=steps,
-            learning_rate=lr,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            weight_decay=float(c.get("optim.weight_decay", 0.01)),
-            max_grad_norm=float(c.get("optim.grad_clip", 1.0)),
-            temperature=float(c.get("rollout.temperature", 1.0)),
-            top_p=float(c.get("rollout.top_p", 1.0)),
-            beta=0.0,
-            epsilon=0.2,
-            epsilon_high=0.28,
-            loss_type="dapo",
-            scale_rewards="group",
-            use_cpu=True,
-            bf16=False,
-            report_to="none",
-            save_strategy="no",
-            logging_steps=1,
-            disable_tqdm=True,
-            seed=args.seed,
-            data_seed=args.seed,
-            shuffle_dataset=False,
-            dataloader_num_workers=0,
+            **grpo_arguments(
+                c,
+                batch=batch,
+                group=group,
+                steps=steps,
+                lr=lr,
+                completion_len=max_tokens,
+                seed=args.seed,
+                output_dir=tmp,
+                use_cpu=True,
+                logging_steps=1,
+                max_tool_calling_iterations=max_turns - 1,
+            )
         )
         trainer = GRPOTrainer(
             model=model,

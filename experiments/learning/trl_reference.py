@@ -89,6 +89,66 @@ def summarise_samples(
     }
 
 
+def grpo_arguments(
+    c: dict[str, Any],
+    *,
+    batch: int,
+    group: int,
+    steps: int,
+    lr: float,
+    completion_len: int,
+    seed: int,
+    **extra: Any,
+) -> dict[str, Any]:
+    """`GRPOConfig` arguments that match the study's arms (sampling, optimiser, clip bounds 0.2/0.28,
+    token-mean `dapo` loss, no KL, one optimiser step per batch); both TRL references use them,
+    `extra` adds or overrides their own (output folder, device, logging, tool rounds)."""
+    return {
+        "per_device_train_batch_size": batch,
+        "gradient_accumulation_steps": 1,
+        "steps_per_generation": 1,
+        "num_generations": group,
+        "max_completion_length": completion_len,
+        "max_steps": steps,
+        "learning_rate": lr,
+        "lr_scheduler_type": "constant",
+        "warmup_steps": 0,
+        "weight_decay": float(c.get("optim.weight_decay", 0.01)),
+        "max_grad_norm": float(c.get("optim.grad_clip", 1.0)),
+        "temperature": float(c.get("rollout.temperature", 1.0)),
+        "top_p": float(c.get("rollout.top_p", 1.0)),
+        "beta": 0.0,
+        "epsilon": 0.2,
+        "epsilon_high": 0.28,
+        "loss_type": "dapo",
+        "scale_rewards": "group",
+        "bf16": False,
+        "report_to": "none",
+        "save_strategy": "no",
+        "disable_tqdm": True,
+        "seed": seed,
+        "data_seed": seed,
+        "shuffle_dataset": False,
+        "dataloader_num_workers": 0,
+        **extra,
+    }
+
+
+def counting_reward(env: Any, by_id: dict[str, Any]) -> tuple[Any, dict[str, int]]:
+    """A TRL reward function scoring each completion's answer with the env's own scorer, and the
+    count of completions it has scored (the sample budget actually spent)."""
+    seen = {"completions": 0}
+
+    def reward(completions: list[Any], task_id: list[str], **_: Any) -> list[float]:
+        seen["completions"] += len(completions)
+        return [
+            score_completion(env, by_id[t], completion_text(x))[0]
+            for x, t in zip(completions, task_id, strict=True)
+        ]
+
+    return reward, seen
+
+
 def evaluate_single_turn(
     model: Any,
     tokenizer: Any,
@@ -194,46 +254,22 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     dataset = Dataset.from_dict(
         {"prompt": [single_turn_messages(t.prompt) for t in order], "task_id": [t.id for t in order]}
     )
-    seen = {"completions": 0}
-
-    def reward(completions: list[Any], task_id: list[str], **_: Any) -> list[float]:
-        seen["completions"] += len(completions)
-        return [
-            score_completion(env, by_id[t], completion_text(x))[0]
-            for x, t in zip(completions, task_id, strict=True)
-        ]
+    reward, seen = counting_reward(env, by_id)
 
     with tempfile.TemporaryDirectory() as tmp:
         config = GRPOConfig(
-            output_dir=tmp,
-            per_device_train_batch_size=batch,
-            gradient_accumulation_steps=1,
-            steps_per_generation=1,
-            num_generations=group,
-            max_completion_length=max_new,
-            max_steps=steps,
-            learning_rate=lr,
-            lr_scheduler_type="constant",
-            warmup_steps=0,
-            weight_decay=float(c.get("optim.weight_decay", 0.01)),
-            max_grad_norm=float(c.get("optim.grad_clip", 1.0)),
-            temperature=float(c.get("rollout.temperature", 1.0)),
-            top_p=float(c.get("rollout.top_p", 1.0)),
-            beta=0.0,
-            epsilon=0.2,
-            epsilon_high=0.28,
-            loss_type="dapo",
-            scale_rewards="group",
-            use_cpu=device == "cpu",
-            bf16=False,
-            report_to="none",
-            save_strategy="no",
-            logging_steps=max(1, steps // 10),
-            disable_tqdm=True,
-            seed=args.seed,
-            data_seed=args.seed,
-            shuffle_dataset=False,
-            dataloader_num_workers=0,
+            **grpo_arguments(
+                c,
+                batch=batch,
+                group=group,
+                steps=steps,
+                lr=lr,
+                completion_len=max_new,
+                seed=args.seed,
+                output_dir=tmp,
+                use_cpu=device == "cpu",
+                logging_steps=max(1, steps // 10),
+            )
         )
         trainer = GRPOTrainer(
             model=model, reward_funcs=reward, args=config, train_dataset=dataset, processing_class=tokenizer
